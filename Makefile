@@ -1,0 +1,50 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8090
+DATA_DIR ?= data
+
+.PHONY: run test lint typecheck unit integration e2e bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[all]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+## run: install and start the server on the embedded defaults (port 8090, state in ./data)
+run: $(VENV)/.installed-run
+	$(BIN)/forestflow serve --port $(PORT) --data-dir $(DATA_DIR)
+
+## test: install the test dependencies, then lint, type-check and run the whole suite
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/unit
+
+integration: $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/integration
+
+e2e: $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/e2e
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -1,0 +1,217 @@
+"""BASIC REST inference JSON (SPEC §4.1) ⇄ `Frame`.
+
+Request: `schema` lists typed groups of field names; each `datum` is one row whose
+`tensors` follow the schema order, one value per field. Response: the prediction's
+columns grouped by type in the same shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from forestflow.domain.codec import encode
+from forestflow.domain.frame import Column, Frame, TensorType
+from forestflow.errors import InvalidField
+
+_TYPES = {t.value.lower(): t for t in TensorType}
+
+
+def _invalid(field: str, message: str) -> InvalidField:
+    return InvalidField(message, field=field)
+
+
+def parse_inference_request(body: Any) -> Frame:
+    """Turn a BASIC inference request body into a frame; errors name the field path."""
+    if not isinstance(body, dict):
+        raise _invalid("", "expected a JSON object with 'schema' and 'datum'")
+    unknown = set(body) - {"schema", "datum", "configs"}
+    if unknown:
+        raise _invalid(sorted(unknown)[0], "unknown field; allowed: schema, datum, configs")
+    schema = _parse_schema(body.get("schema"))
+    datum = body.get("datum")
+    if not isinstance(datum, list):
+        raise _invalid("datum", "expected an array of rows")
+    if not datum:
+        raise _invalid("datum", "is empty: send at least one row")
+    rows = [_row_tensors(row, i, schema) for i, row in enumerate(datum)]
+    columns: dict[str, Column] = {}
+    for g, (tensor_type, fields) in enumerate(schema):
+        for f, name in enumerate(fields):
+            values = [row[g][f] for row in rows]
+            columns[name] = _column(values, tensor_type, name)
+    return Frame(columns, _parse_configs(body.get("configs")))
+
+
+def _parse_schema(schema: Any) -> list[tuple[TensorType, list[str]]]:
+    if not isinstance(schema, list) or not schema:
+        raise _invalid("schema", 'expected a non-empty array of {"type", "fields"}')
+    parsed: list[tuple[TensorType, list[str]]] = []
+    seen: set[str] = set()
+    for i, group in enumerate(schema):
+        path = f"schema[{i}]"
+        if not isinstance(group, dict):
+            raise _invalid(path, "expected an object with 'type' and 'fields'")
+        tensor_type = _tensor_type(group.get("type"), f"{path}.type")
+        fields = group.get("fields")
+        if not isinstance(fields, list) or not fields:
+            raise _invalid(f"{path}.fields", "expected a non-empty array of field names")
+        for j, name in enumerate(fields):
+            if not isinstance(name, str) or not name:
+                raise _invalid(f"{path}.fields[{j}]", "expected a non-empty string")
+            if name in seen:
+                raise _invalid(f"{path}.fields[{j}]", f"field {name!r} appears twice in the schema")
+            seen.add(name)
+        parsed.append((tensor_type, fields))
+    return parsed
+
+
+def _tensor_type(name: Any, path: str) -> TensorType:
+    tensor_type = _TYPES.get(name.lower()) if isinstance(name, str) else None
+    if tensor_type is None:
+        known = ", ".join(t.value for t in TensorType)
+        raise _invalid(path, f"unknown tensor type {name!r}; expected one of {known}")
+    return tensor_type
+
+
+def _row_tensors(
+    row: Any, index: int, schema: Sequence[tuple[TensorType, list[str]]]
+) -> list[list[Any]]:
+    path = f"datum[{index}]"
+    tensors = row.get("tensors") if isinstance(row, dict) else None
+    if not isinstance(tensors, list):
+        raise _invalid(path, "expected an object with a 'tensors' array")
+    if len(tensors) != len(schema):
+        raise _invalid(
+            f"{path}.tensors",
+            f"ragged datum: expected {len(schema)} tensor(s), one per schema entry, "
+            f"got {len(tensors)}",
+        )
+    return [
+        _tensor_data(tensor, f"{path}.tensors[{g}]", tensor_type, fields)
+        for g, (tensor, (tensor_type, fields)) in enumerate(zip(tensors, schema, strict=True))
+    ]
+
+
+def _tensor_data(tensor: Any, path: str, expected: TensorType, fields: list[str]) -> list[Any]:
+    if not isinstance(tensor, dict) or not tensor:
+        raise _invalid(path, f'expected {{"{expected.value}": {{"data": [...]}}}}')
+    if "type" in tensor:
+        name, body = tensor["type"], tensor
+    elif len(tensor) == 1:
+        name, body = next(iter(tensor.items()))
+    else:
+        raise _invalid(path, f'expected {{"{expected.value}": {{"data": [...]}}}}')
+    if _tensor_type(name, path) is not expected:
+        raise _invalid(path, f"tensor type {name!r} does not match the schema's {expected.value}")
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise _invalid(f"{path}.data", "expected an array of values")
+    if len(data) != len(fields):
+        raise _invalid(
+            f"{path}.data",
+            f"ragged datum: expected {len(fields)} value(s) for fields {fields}, got {len(data)}",
+        )
+    return data
+
+
+def _column(values: list[Any], tensor_type: TensorType, name: str) -> Column:
+    check = _CHECKS[tensor_type]
+    for row, value in enumerate(values):
+        if value is not None and not check(value):
+            raise _invalid(name, f"row {row}: {value!r} is not a valid {tensor_type.value} value")
+    has_missing = any(value is None for value in values)
+    if tensor_type.is_float or (tensor_type.is_integer and has_missing):
+        dtype = tensor_type.dtype if tensor_type.is_float else np.dtype(np.float64)
+        return np.array([math.nan if v is None else v for v in values], dtype=dtype)
+    if tensor_type.is_integer:
+        return np.array(values, dtype=tensor_type.dtype)
+    if tensor_type is TensorType.Bool and not has_missing:
+        return np.array(values, dtype=bool)
+    if tensor_type is TensorType.Bytes:
+        values = [None if v is None else _b64(v, name) for v in values]
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_integer(value: Any) -> bool:
+    return _is_number(value) and float(value).is_integer()
+
+
+_CHECKS: dict[TensorType, Callable[[Any], bool]] = {
+    **{t: _is_number for t in TensorType if t.is_float},
+    **{t: _is_integer for t in TensorType if t.is_integer},
+    TensorType.String: lambda v: isinstance(v, str),
+    TensorType.Bytes: lambda v: isinstance(v, str),
+    TensorType.Bool: lambda v: isinstance(v, bool),
+}
+
+
+def _b64(value: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(name, f"{value[:20]!r} is not valid base64") from None
+
+
+def _parse_configs(configs: Any) -> dict[str, str]:
+    if configs is None:
+        return {}
+    if not isinstance(configs, dict):
+        raise _invalid("configs", "expected an object of string values")
+    parsed: dict[str, str] = {}
+    for key, value in configs.items():
+        if isinstance(value, dict | list):
+            raise _invalid(f"configs.{key}", "expected a string, number or boolean")
+        parsed[key] = value if isinstance(value, str) else str(value)
+    return parsed
+
+
+def prediction_body(fqrv: Any, prediction: Frame) -> dict[str, Any]:
+    """The `Prediction` response for `prediction`, made by servable `fqrv`."""
+    groups: dict[TensorType, list[str]] = {}
+    for name, column in prediction.columns.items():
+        groups.setdefault(TensorType.of_column(column), []).append(name)
+    schema = [{"type": t.value, "fields": names} for t, names in groups.items()]
+    cells = {
+        name: _json_values(column, TensorType.of_column(column))
+        for name, column in prediction.columns.items()
+    }
+    datum = [
+        {
+            "tensors": [
+                {t.value: {"data": [cells[name][row] for name in names]}}
+                for t, names in groups.items()
+            ]
+        }
+        for row in range(prediction.n_rows)
+    ]
+    return {
+        "Prediction": {
+            "fqrv": encode(fqrv),
+            "servableFQRV": str(fqrv),
+            "schema": schema,
+            "datum": datum,
+        }
+    }
+
+
+def _json_values(column: Column, tensor_type: TensorType) -> list[Any]:
+    values: list[Any] = column.tolist()
+    if tensor_type.is_float:
+        return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+    if tensor_type is TensorType.Bytes:
+        return [None if v is None else base64.b64encode(v).decode("ascii") for v in values]
+    if tensor_type is TensorType.String:
+        return [v if v is None or isinstance(v, str) else str(v) for v in values]
+    return values

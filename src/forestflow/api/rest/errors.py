@@ -1,0 +1,61 @@
+"""The one place REST maps errors to responses: `{wire_name: {"errorMessage", "field"}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from forestflow.api.rest.responses import JSONResponse
+from forestflow.errors import ForestFlowError, InvalidField
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: ForestFlowError) -> JSONResponse:
+    """The response for a ForestFlow error: its wire name, status, message and field."""
+    body: dict[str, str] = {"errorMessage": error.describe()}
+    if error.field:
+        body["field"] = error.field
+    return JSONResponse({error.wire_name: body}, status_code=int(error.status))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers; anything unexpected becomes a 500 without a stack trace."""
+
+    async def on_forestflow_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, ForestFlowError)
+        if int(error.status) >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, error.message)
+        return error_response(error)
+
+    async def on_validation_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RequestValidationError)
+        first = error.errors()[0] if error.errors() else {}
+        location = [str(part) for part in first.get("loc", ()) if part not in ("path", "body")]
+        message = str(first.get("msg", "invalid request"))
+        return error_response(InvalidField(message, field=".".join(location) or None))
+
+    async def on_http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        name = "NotFound" if error.status_code == 404 else "HttpError"
+        detail = "no such route" if error.status_code == 404 else str(error.detail)
+        if error.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        return JSONResponse({name: {"errorMessage": detail}}, status_code=error.status_code)
+
+    async def on_unexpected(request: Request, error: Exception) -> Response:
+        log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+        return JSONResponse(
+            {"InternalServerError": {"errorMessage": "internal server error; see the server log"}},
+            status_code=500,
+        )
+
+    app.add_exception_handler(ForestFlowError, on_forestflow_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,140 @@
+"""Settings: one tree, read once from CLI options, environment, a TOML file and defaults.
+
+Precedence, highest first: options given to `forestflow serve`, `FORESTFLOW_*` environment
+variables (nested with `__`, e.g. `FORESTFLOW_SERVER__PORT`), the original ForestFlow's
+`APPLICATION_HTTP_PORT`, the TOML file named by `--config` or `FORESTFLOW_CONFIG_FILE`,
+then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_PORT = 8090
+
+
+class ServerSettings(BaseModel):
+    """The HTTP listener."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 for every interface.")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger → 413."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="How long SIGTERM waits for in-flight requests to finish."
+    )
+
+
+class SchedulingSettings(BaseModel):
+    """How models run: worker threads, and the shadow queue."""
+
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Worker threads that run models (default: one per CPU).",
+    )
+    max_shadow_workers: int | None = Field(
+        None,
+        ge=1,
+        description="Workers shadow work may use at once (default: workers - 1, at least 1).",
+    )
+    shadow_queue_size: int = Field(
+        1000, ge=0, description="Shadow requests waiting at most; beyond it they are dropped."
+    )
+
+    @property
+    def shadow_workers(self) -> int:
+        """The effective shadow concurrency."""
+        return self.max_shadow_workers or max(1, self.workers - 1)
+
+
+class ControlSettings(BaseModel):
+    """The control plane's periodic work."""
+
+    evaluation_interval_s: float = Field(
+        1.0, gt=0, le=1.0, description="Seconds between policy evaluation passes (at most 1)."
+    )
+    counters_flush_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between writes of scoring counters to the store."
+    )
+    snapshot_every: int = Field(
+        1000, ge=1, description="Write a state snapshot after this many events."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable about a ForestFlow server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FORESTFLOW_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(Path("data"), description="Directory for state, artifacts and logs.")
+    log_level: str = Field("INFO", description="Server log level (DEBUG, INFO, WARNING, ERROR).")
+    seed: int | None = Field(None, description="Seed for routing randomness (tests, replays).")
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)  # type: ignore[arg-type]
+    control: ControlSettings = Field(default_factory=ControlSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _check_shadow_workers(self) -> Settings:
+        shadow = self.scheduling.max_shadow_workers
+        if shadow is not None and shadow > self.scheduling.workers:
+            raise ValueError("scheduling.max_shadow_workers cannot exceed scheduling.workers")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """CLI/init values, then env, then the original's env names, then the TOML file."""
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            _LegacyEnvironment(settings_cls),
+        ]
+        # reads `toml_file` from the model config; load_settings sets it when a file is given
+        sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+class _LegacyEnvironment(PydanticBaseSettingsSource):
+    """The original ForestFlow's environment variable names."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        port = os.environ.get("APPLICATION_HTTP_PORT")
+        return {"server": {"port": port}} if port else {}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; `overrides` are nested dicts of values given on the command line."""
+    named = config_file or os.environ.get("FORESTFLOW_CONFIG_FILE")
+    if not named:
+        return Settings(**overrides)
+    path = Path(named)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return FileSettings(**overrides)

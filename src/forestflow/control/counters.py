@@ -1,0 +1,27 @@
+"""Scoring counters: incremented on the hot path, flushed to the store periodically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class ServableCounters:
+    """`scoreCount` and `shadeCount` of one servable, plus whether they changed since the flush.
+
+    Only the event-loop thread touches these, so plain integers are enough.
+    """
+
+    score_count: int = 0
+    shade_count: int = 0
+    dirty: bool = False
+
+    def scored(self) -> None:
+        """Count one request the servable answered."""
+        self.score_count += 1
+        self.dirty = True
+
+    def shadowed(self) -> None:
+        """Count one request the servable scored in shadow mode."""
+        self.shade_count += 1
+        self.dirty = True

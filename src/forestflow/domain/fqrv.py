@@ -1,0 +1,53 @@
+"""Contract ids and FQRVs (Fully Qualified Release Versions): the names of everything served."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from forestflow.domain.codec import wire
+from forestflow.errors import InvalidField
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_name(value: str, field: str) -> str:
+    """Return `value` if it is a valid ForestFlow name (`[A-Za-z0-9_.-]+`), else raise."""
+    if not NAME_PATTERN.fullmatch(value):
+        raise InvalidField(
+            f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-' only",
+            field=field,
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Contract:
+    """One use case: `(organization, project, contract_number)`. Requests address contracts."""
+
+    organization: str
+    project: str
+    contract_number: int = wire("contractNumber")
+
+    def __post_init__(self) -> None:
+        check_name(self.organization, "organization")
+        check_name(self.project, "project")
+        if self.contract_number < 0:
+            raise InvalidField("must be an integer >= 0", field="contractNumber")
+
+    def __str__(self) -> str:
+        return f"{self.organization}.{self.project}.{self.contract_number}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FQRV:
+    """A contract plus a release version: the unique name of one servable."""
+
+    contract: Contract
+    release_version: str = wire("releaseVersion")
+
+    def __post_init__(self) -> None:
+        check_name(self.release_version, "releaseVersion")
+
+    def __str__(self) -> str:
+        return f"{self.contract}.{self.release_version}"

@@ -1,0 +1,52 @@
+"""Per-servable metrics: the facts every policy and router decides on."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from forestflow.domain.codec import wire
+from forestflow.domain.fqrv import FQRV
+
+DEFAULT_PERFORMANCE_METRIC = "accuracy"
+"""The metric `PerformanceBasedValidity` reads when the rule names none."""
+
+
+class Ordering(enum.Enum):
+    """Which direction of a performance metric is better."""
+
+    DESC = "DESC"
+    """Higher is better (accuracy, AUC)."""
+    ASC = "ASC"
+    """Lower is better (MAE, RMSE, log-loss)."""
+
+    def rank_key(self, value: float | None) -> float:
+        """A sort key where smaller means better; a missing value ranks as documented in SPEC §1.5.
+
+        DESC: a missing metric counts as 0. ASC: a missing metric is the worst (+inf).
+        NaN counts as missing: as a sort key it would make the ranking depend on input order.
+        """
+        if value is not None and math.isnan(value):
+            value = None
+        if self is Ordering.DESC:
+            return -(value if value is not None else 0.0)
+        return value if value is not None else math.inf
+
+    def meets(self, value: float, threshold: float) -> bool:
+        """Whether `value` is at least as good as `threshold`."""
+        return value >= threshold if self is Ordering.DESC else value <= threshold
+
+
+@dataclass(frozen=True, slots=True)
+class ServableMetrics:
+    """What the server knows of one servable at one moment (SPEC §1)."""
+
+    fqrv: FQRV
+    created_at_ms: int = wire("createdAtMS")
+    became_valid_at_ms: int | None = wire("becameValidAtMS", default=None)
+    score_count: int = 0
+    shade_count: int = 0
+    current_phase_in_pct: int = 0
+    performance_metrics: Mapping[str, float] = field(default_factory=dict)

@@ -1,0 +1,64 @@
+"""Contract and servable settings (SPEC §1, §2): which policies apply, and what is logged."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from forestflow.domain.expiration import ExpirationPolicy, KeepLatest
+from forestflow.domain.phase_in import ImmediatePhaseIn, PhaseInPolicy
+from forestflow.domain.routers import LatestPhaseInPctBasedRouter, Router
+from forestflow.domain.validity import ImmediatelyValid, ValidityRule
+from forestflow.errors import InvalidField
+
+DEFAULT_SAMPLE_RATE = 0.01
+
+
+class LogLevel(enum.Enum):
+    """How much of a servable's traffic is logged (and, if not NONE, shadowed)."""
+
+    NONE = "NONE"
+    FULL = "FULL"
+    SAMPLE = "SAMPLE"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """Prediction logging for one servable; any level but NONE also makes it shadow traffic."""
+
+    log_level: LogLevel = LogLevel.FULL
+    key_features: tuple[str, ...] = ()
+    key_features_separator: str = "."
+    sample_rate: float = DEFAULT_SAMPLE_RATE
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise InvalidField("must be between 0 and 1", field="sampleRate")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """When a servable is valid, and how it phases in once it is."""
+
+    validity_policy: tuple[ValidityRule, ...] = (ImmediatelyValid(),)
+    phase_in_policy: PhaseInPolicy = field(default_factory=ImmediatePhaseIn)
+
+
+@dataclass(frozen=True, slots=True)
+class ServableSettings:
+    """Everything configurable about one servable."""
+
+    policy_settings: PolicySettings = field(default_factory=PolicySettings)
+    logging_settings: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSettings:
+    """Everything configurable about one contract.
+
+    The defaults (`KeepLatest(2)` + `LatestPhaseInPctBasedRouter`) make the newest
+    release serve while the previous one shadows, ready for rollback.
+    """
+
+    expiration_policy: ExpirationPolicy = field(default_factory=lambda: KeepLatest(2))
+    router: Router = field(default_factory=LatestPhaseInPctBasedRouter)

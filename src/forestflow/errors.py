@@ -1,0 +1,179 @@
+"""The one error tree of ForestFlow: every error a client can see, with its wire name and status.
+
+This module imports nothing from the package, so every layer can raise these errors and
+each transport maps them in exactly one place.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
+
+
+class ForestFlowError(Exception):
+    """Base of every error ForestFlow reports to a client."""
+
+    wire_name: ClassVar[str] = "UnknownServableError"
+    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def with_field_prefix(self, prefix: str) -> ForestFlowError:
+        """Return the same error with `prefix` put in front of its field path."""
+        field = prefix if not self.field else f"{prefix}.{self.field}" if prefix else self.field
+        clone = type(self).__new__(type(self))
+        ForestFlowError.__init__(clone, self.message, field=field)
+        return clone
+
+    def as_kind(self, kind: type[ForestFlowError]) -> ForestFlowError:
+        """Return this error re-labelled as `kind` (same message and field)."""
+        clone = kind.__new__(kind)
+        ForestFlowError.__init__(clone, self.message, field=self.field)
+        return clone
+
+    def describe(self) -> str:
+        """The message a client reads: the field path first when there is one."""
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidField(ForestFlowError):
+    """A request field is missing, of the wrong type or out of range."""
+
+    wire_name = "InvalidRequestError"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class MalformedRequest(ForestFlowError):
+    """The body is not parseable JSON."""
+
+    wire_name = "MalformedRequestError"
+    status = HTTPStatus.BAD_REQUEST
+
+
+class PayloadTooLarge(ForestFlowError):
+    """The body exceeds the configured size limit."""
+
+    wire_name = "PayloadTooLargeError"
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"request body exceeds the limit of {limit_bytes} bytes")
+
+
+class UnknownName(InvalidField):
+    """A polymorphic value names a kind the server does not know."""
+
+    def __init__(self, kind: str, name: str, known: list[str], *, field: str | None = None) -> None:
+        super().__init__(
+            f"unknown {kind} '{name}'; known: {', '.join(sorted(known)) or '(none)'}", field=field
+        )
+
+
+class UnknownContract(ForestFlowError):
+    """No contract with that id exists."""
+
+    wire_name = "UnknownContract"
+    status = HTTPStatus.NOT_FOUND
+
+    def __init__(self, contract: object) -> None:
+        super().__init__(f"unknown contract {contract}")
+
+
+class UnknownServable(ForestFlowError):
+    """No servable with that FQRV exists."""
+
+    wire_name = "UnknownServable"
+    status = HTTPStatus.NOT_FOUND
+
+    def __init__(self, fqrv: object) -> None:
+        super().__init__(f"unknown servable {fqrv}")
+
+
+class ServableAlreadyExistsError(ForestFlowError):
+    """A servable with the same FQRV is deployed or being deployed."""
+
+    wire_name = "ServableAlreadyExistsError"
+    status = HTTPStatus.CONFLICT
+
+    def __init__(self, fqrv: object) -> None:
+        super().__init__(f"servable {fqrv} already exists")
+
+
+class ContractAlreadyExistsError(ForestFlowError):
+    """A contract with the same id exists already."""
+
+    wire_name = "ContractAlreadyExistsError"
+    status = HTTPStatus.CONFLICT
+
+    def __init__(self, contract: object) -> None:
+        super().__init__(f"contract {contract} already exists")
+
+
+class ContractNotEmptyError(ForestFlowError):
+    """A contract cannot be deleted while it still has servables."""
+
+    wire_name = "ContractNotEmptyError"
+    status = HTTPStatus.CONFLICT
+
+    def __init__(self, contract: object, servables: int) -> None:
+        super().__init__(
+            f"contract {contract} still has {servables} servable(s); delete them first"
+        )
+
+
+class CreateServableRequestInvalidError(ForestFlowError):
+    """A serve request cannot be carried out: bad flavor, missing file, corrupt model, policy."""
+
+    wire_name = "CreateServableRequestInvalidError"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class FlavorUnavailable(CreateServableRequestInvalidError):
+    """A flavor's optional dependency is not installed."""
+
+    def __init__(self, flavor: str, extra: str, missing: str) -> None:
+        super().__init__(
+            f"flavor {flavor} needs the '{missing}' package, which is not installed; "
+            f"install it with: pip install 'forestflow[{extra}]'"
+        )
+
+
+class ContractValidationError(ForestFlowError):
+    """Contract settings are invalid."""
+
+    wire_name = "ContractValidationError"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class NoActiveServablesForContract(ForestFlowError):
+    """The contract has no valid servable with traffic share above zero."""
+
+    wire_name = "NoActiveServablesForContract"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+    def __init__(self, contract: object) -> None:
+        super().__init__(f"contract {contract} has no active servable to answer the request")
+
+
+class InferenceRequestInvalidError(ForestFlowError):
+    """An inference request does not match the model's inputs."""
+
+    wire_name = "InferenceRequestInvalidError"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class ModelFailedError(ForestFlowError):
+    """The model itself failed while scoring; the details go to the server log."""
+
+    wire_name = "UnknownServableError"
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class ServiceUnavailableError(ForestFlowError):
+    """The server is starting up, recovering or shutting down."""
+
+    wire_name = "ServiceUnavailable"
+    status = HTTPStatus.SERVICE_UNAVAILABLE

@@ -1,0 +1,137 @@
+"""The inference path: route a request, score it, then fan it out to shadow servables."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from forestflow.clock import Clock
+from forestflow.control.plane import ControlPlane
+from forestflow.control.routes import ContractRoute, ServableRoute
+from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.domain.frame import Frame
+from forestflow.domain.settings import LogLevel
+from forestflow.errors import NoActiveServablesForContract
+from forestflow.predictionlog.events import PredictionEvent, record_key
+from forestflow.predictionlog.sinks import PredictionSink
+from forestflow.serving.runner import InProcessRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A prediction and the servable that made it."""
+
+    fqrv: FQRV
+    prediction: Frame
+
+
+@dataclass(slots=True)
+class ShadowStats:
+    """Shadow outcomes beyond the scheduler's own counters."""
+
+    failed: int = 0
+    skipped_by_sampling: int = 0
+
+
+class InferenceService:
+    """Scores requests for contracts (routed) and servables (direct)."""
+
+    def __init__(
+        self,
+        *,
+        control: ControlPlane,
+        runner: InProcessRunner,
+        sink: PredictionSink,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self._control = control
+        self._runner = runner
+        self._sink = sink
+        self._clock = clock
+        self._rng = rng
+        self.shadow_stats = ShadowStats()
+
+    async def score(self, contract: Contract, frame: Frame) -> Scored:
+        """Route to one servable by the contract's router, score, and queue the shadows."""
+        route = self._control.route(contract)
+        fqrv = route.plan.choose(self._rng)
+        if fqrv is None:
+            raise NoActiveServablesForContract(contract)
+        servable = route.servables[fqrv]
+        started = time.perf_counter()
+        prediction = await self._runner.predict(fqrv, frame)
+        servable.counters.scored()
+        self._log(servable, frame, prediction, started, served=True)
+        self._fan_out(route, fqrv, frame)
+        return Scored(fqrv, prediction)
+
+    async def score_servable(self, fqrv: FQRV, frame: Frame) -> Scored:
+        """Score on one servable, bypassing the router; not counted in `scoreCount`."""
+        self._control.servable_route(fqrv)
+        return Scored(fqrv, await self._runner.predict(fqrv, frame))
+
+    def _fan_out(self, route: ContractRoute, served: FQRV, frame: Frame) -> None:
+        for shadow in route.shadow_candidates:
+            if shadow.fqrv == served:
+                continue
+            if not self._sampled(shadow):
+                self.shadow_stats.skipped_by_sampling += 1
+                continue
+
+            def done(
+                future: asyncio.Future[Any],
+                shadow: ServableRoute = shadow,
+                started: float = time.perf_counter(),
+            ) -> None:
+                self._shadow_done(shadow, frame, future, started)
+
+            self._runner.predict_shadow(shadow.fqrv, frame, done)
+
+    def _shadow_done(
+        self, shadow: ServableRoute, frame: Frame, future: asyncio.Future[Any], started: float
+    ) -> None:
+        error = future.exception()
+        if error is not None:
+            self.shadow_stats.failed += 1
+            log.debug("shadow scoring on %s failed: %s", shadow.fqrv, error)
+            return
+        shadow.counters.shadowed()
+        self._log(shadow, frame, future.result(), started, served=False)
+
+    def _sampled(self, servable: ServableRoute) -> bool:
+        if servable.logging.log_level is LogLevel.SAMPLE:
+            return self._rng.random() < servable.logging.sample_rate
+        return True
+
+    def _log(
+        self,
+        servable: ServableRoute,
+        frame: Frame,
+        prediction: Frame,
+        started: float,
+        *,
+        served: bool,
+    ) -> None:
+        level = servable.logging.log_level
+        if level is LogLevel.NONE:
+            return
+        # a shadow request was already sampled before it was scored
+        if served and level is LogLevel.SAMPLE and not self._sampled(servable):
+            return
+        event = PredictionEvent(
+            fqrv=servable.fqrv,
+            served_request=served,
+            timestamp_ms=self._clock.now_ms(),
+            request=frame,
+            prediction=prediction,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            key=record_key(servable.logging, frame),
+        )
+        self._sink.emit(event)

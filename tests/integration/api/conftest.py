@@ -1,0 +1,64 @@
+"""An in-process ForestFlow (real SQLite file, real models, fake clock) driven over ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from forestflow.app import App, create_app
+from forestflow.config import Settings
+from forestflow.testing import FakeClock
+
+
+@dataclass
+class Harness:
+    """A started app, a client bound to it, and its fake clock."""
+
+    app: App
+    client: httpx.AsyncClient
+    clock: FakeClock
+
+    async def tick(self, seconds: float = 0) -> None:
+        """Advance the clock and run one evaluation pass, as the periodic loop would."""
+        self.clock.advance(seconds=seconds)
+        await self.app.control.evaluate()
+
+    async def settle(self) -> None:
+        """Wait until queued shadow work has finished."""
+        await self.app.scheduler.shadow_idle()
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
+    started: list[Harness] = []
+
+    async def make(data_dir: Path | None = None, **settings: Any) -> Harness:
+        config = Settings(data_dir=data_dir or tmp_path / "data", seed=7, **settings)
+        clock = FakeClock()
+        app = create_app(config, clock=clock)
+        await app.start(periodic=False)
+        assert app.ready, app.startup_error
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app.asgi), base_url="http://ff"
+        )
+        harness = Harness(app, client, clock)
+        started.append(harness)
+        return harness
+
+    yield make
+    for harness in started:
+        await harness.client.aclose()
+        await harness.app.shutdown()
+
+
+@pytest.fixture
+async def harness(harness_factory: HarnessFactory) -> Harness:
+    return await harness_factory()

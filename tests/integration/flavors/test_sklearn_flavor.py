@@ -1,0 +1,390 @@
+"""The scikit-learn flavor on real estimators trained here (fixed seeds) and saved with joblib."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import LinearSVC
+
+from forestflow.domain.frame import Frame, TensorType
+from forestflow.domain.signature import conform
+from forestflow.errors import (
+    CreateServableRequestInvalidError,
+    FlavorUnavailable,
+    InferenceRequestInvalidError,
+)
+from forestflow.flavors.base import LoadedModel, parse_flavor
+from forestflow.flavors.sklearn import SklearnFlavor
+
+SEED = 1234
+NUMERIC = ["temperature", "vacuum", "pressure"]
+CHURN = ["tenure", "charges", "contract"]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A fitted estimator, the artifact directory it was dumped to, and rows to score."""
+
+    estimator: Any
+    directory: Path
+    file: str
+    rows: pd.DataFrame
+
+    def load(self, **fields: object) -> LoadedModel:
+        """Decode the flavor from wire JSON, as a serve request would, and load it."""
+        flavor = parse_flavor({"Sklearn": {"modelPath": self.file, **fields}})
+        return flavor.load(self.directory)
+
+
+def numeric_data(rows: int = 80) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(SEED)
+    features = pd.DataFrame(rng.normal(size=(rows, 3)), columns=NUMERIC)
+    target = features.to_numpy() @ np.array([1.5, -2.0, 0.5]) + rng.normal(0, 0.1, rows)
+    return features, target
+
+
+def churn_data(rows: int = 120) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(SEED + 1)
+    features = pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 72, rows).astype(float),
+            "charges": rng.uniform(20, 120, rows),
+            "contract": rng.choice(["monthly", "yearly", "two-year"], rows),
+        }
+    )
+    churned = (features["charges"] / 120 - features["tenure"] / 72 + rng.normal(0, 0.2, rows)) > 0
+    return features, churned.astype(int).to_numpy()
+
+
+@pytest.fixture(scope="session")
+def train(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Trained]:
+    """Factory: fit `estimator`, save it (joblib for `.joblib`, else plain pickle), return it."""
+
+    def make(
+        estimator: Any,
+        features: pd.DataFrame,
+        target: np.ndarray,
+        *,
+        as_array: bool = False,
+        file: str = "model.joblib",
+    ) -> Trained:
+        estimator.fit(features.to_numpy() if as_array else features, target)
+        directory = tmp_path_factory.mktemp(type(estimator).__name__)
+        if file.endswith(".joblib"):
+            joblib.dump(estimator, directory / file)
+        else:
+            (directory / file).write_bytes(pickle.dumps(estimator))
+        return Trained(estimator, directory, file, features.head(10).reset_index(drop=True))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def dataframe_regressor(train: Callable[..., Trained]) -> Trained:
+    return train(LinearRegression(), *numeric_data())
+
+
+@pytest.fixture(scope="session")
+def array_regressor(train: Callable[..., Trained]) -> Trained:
+    forest = RandomForestRegressor(n_estimators=8, max_depth=4, n_jobs=2, random_state=SEED)
+    return train(forest, *numeric_data(), as_array=True)
+
+
+@pytest.fixture(scope="session")
+def string_classifier(train: Callable[..., Trained]) -> Trained:
+    features, target = numeric_data()
+    labels = np.select([target < -1, target > 1], ["low", "high"], "mid")
+    return train(LogisticRegression(), features, labels, as_array=True)
+
+
+@pytest.fixture(scope="session")
+def imputing_pipeline(train: Callable[..., Trained]) -> Trained:
+    return train(make_pipeline(SimpleImputer(), LinearRegression()), *numeric_data())
+
+
+@pytest.fixture(scope="session")
+def churn_pipeline(train: Callable[..., Trained]) -> Trained:
+    columns = ColumnTransformer(
+        [
+            ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ["tenure", "charges"]),
+            ("contract", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
+        ]
+    )
+    return train(make_pipeline(columns, LogisticRegression()), *churn_data())
+
+
+def frame_of(rows: pd.DataFrame, names: list[str] | None = None) -> Frame:
+    """A frame as the REST layer builds it: float columns, strings as object columns."""
+    columns = {}
+    for column, name in zip(rows.columns, names or list(rows.columns), strict=True):
+        values = rows[column].to_numpy()
+        columns[name] = values.astype(object) if values.dtype.kind not in "fi" else values
+    return Frame(columns)
+
+
+def score(model: LoadedModel, frame: Frame) -> Frame:
+    """What the serving layer does: conform to the signature, then predict."""
+    return model.predict(conform(frame, model.signature))
+
+
+def describe(model: LoadedModel) -> list[tuple[str, TensorType, bool]]:
+    return [(s.name, s.type, s.accepts_missing) for s in model.signature.inputs]
+
+
+class TestDataFrameRegressor:
+    def test_names_come_from_feature_names_in(self, dataframe_regressor: Trained) -> None:
+        model = dataframe_regressor.load()
+        assert describe(model) == [(name, TensorType.Float64, False) for name in NUMERIC]
+        assert [(s.name, s.type) for s in model.signature.outputs] == [
+            ("prediction", TensorType.Float64)
+        ]
+
+    def test_predictions_equal_the_estimator(self, dataframe_regressor: Trained) -> None:
+        rows = dataframe_regressor.rows
+        result = score(dataframe_regressor.load(), frame_of(rows[list(reversed(NUMERIC))]))
+        np.testing.assert_allclose(
+            result["prediction"], dataframe_regressor.estimator.predict(rows), rtol=1e-12
+        )
+
+    def test_missing_value_is_refused(self, dataframe_regressor: Trained) -> None:
+        rows = dataframe_regressor.rows.copy()
+        rows.loc[3, "vacuum"] = np.nan
+        with pytest.raises(InferenceRequestInvalidError, match="row 3") as caught:
+            score(dataframe_regressor.load(), frame_of(rows))
+        assert caught.value.field == "vacuum"
+
+    def test_conflicting_feature_names_are_refused(self, dataframe_regressor: Trained) -> None:
+        with pytest.raises(CreateServableRequestInvalidError, match="differ") as caught:
+            dataframe_regressor.load(featureNames=["a", "b", "c"])
+        assert caught.value.field == "flavor.Sklearn.featureNames"
+
+    def test_needs_pandas(
+        self, dataframe_regressor: Trained, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "pandas", None)  # makes the import fail
+        with pytest.raises(FlavorUnavailable, match=r"'pandas'.*forestflow\[sklearn\]"):
+            dataframe_regressor.load()
+
+
+class TestArrayRegressor:
+    def test_names_come_from_feature_names(self, array_regressor: Trained) -> None:
+        model = array_regressor.load(featureNames=["t", "v", "p"])
+        # scikit-learn trees take NaN (they learn a side for missing values)
+        assert describe(model) == [(name, TensorType.Float64, True) for name in "tvp"]
+
+    def test_predictions_equal_the_estimator(self, array_regressor: Trained) -> None:
+        rows = array_regressor.rows
+        result = score(array_regressor.load(featureNames=NUMERIC), frame_of(rows))
+        expected = array_regressor.estimator.predict(rows.to_numpy())
+        np.testing.assert_allclose(result["prediction"], expected, rtol=1e-12)
+
+    def test_missing_value_reaches_the_trees(self, array_regressor: Trained) -> None:
+        rows = array_regressor.rows.copy()
+        rows.loc[0, "pressure"] = np.nan
+        result = score(array_regressor.load(featureNames=NUMERIC), frame_of(rows))
+        expected = array_regressor.estimator.predict(rows.to_numpy())
+        np.testing.assert_allclose(result["prediction"], expected, rtol=1e-12)
+
+    def test_without_names_takes_fields_in_request_order(self, array_regressor: Trained) -> None:
+        model = array_regressor.load()
+        assert model.signature.inputs == ()
+        rows = array_regressor.rows
+        result = score(model, frame_of(rows, ["x", "y", "z"]))
+        expected = array_regressor.estimator.predict(rows.to_numpy())
+        np.testing.assert_allclose(result["prediction"], expected, rtol=1e-12)
+
+    def test_without_names_wrong_field_count_is_refused(self, array_regressor: Trained) -> None:
+        rows = array_regressor.rows[NUMERIC[:2]]
+        with pytest.raises(InferenceRequestInvalidError, match="expects 3") as caught:
+            score(array_regressor.load(), frame_of(rows))
+        assert "featureNames" in caught.value.message
+
+    def test_wrong_number_of_feature_names_is_refused(self, array_regressor: Trained) -> None:
+        with pytest.raises(CreateServableRequestInvalidError, match="3 features but 2"):
+            array_regressor.load(featureNames=["a", "b"])
+
+
+class TestStringClassifier:
+    def test_outputs_label_and_one_probability_per_class(self, string_classifier: Trained) -> None:
+        model = string_classifier.load(featureNames=NUMERIC)
+        assert [(s.name, s.type) for s in model.signature.outputs] == [
+            ("label", TensorType.String),
+            ("high", TensorType.Float64),
+            ("low", TensorType.Float64),
+            ("mid", TensorType.Float64),
+        ]
+
+    def test_predictions_equal_the_estimator(self, string_classifier: Trained) -> None:
+        estimator, rows = string_classifier.estimator, string_classifier.rows
+        result = score(string_classifier.load(featureNames=NUMERIC), frame_of(rows))
+        assert result["label"].dtype == object
+        assert result["label"].tolist() == estimator.predict(rows.to_numpy()).tolist()
+        probabilities = np.column_stack([result[str(c)] for c in estimator.classes_])
+        np.testing.assert_allclose(
+            probabilities, estimator.predict_proba(rows.to_numpy()), rtol=1e-12
+        )
+
+    def test_classifier_without_predict_proba_gives_only_the_label(
+        self, train: Callable[..., Trained]
+    ) -> None:
+        features, target = numeric_data()
+        trained = train(LinearSVC(random_state=SEED), features, (target > 0).astype(int))
+        model = trained.load()
+        assert [(s.name, s.type) for s in model.signature.outputs] == [("label", TensorType.Int64)]
+        result = score(model, frame_of(trained.rows))
+        assert result["label"].tolist() == trained.estimator.predict(trained.rows).tolist()
+
+
+class TestImputingPipeline:
+    def test_float_inputs_accept_missing(self, imputing_pipeline: Trained) -> None:
+        model = imputing_pipeline.load()
+        assert describe(model) == [(name, TensorType.Float64, True) for name in NUMERIC]
+
+    def test_missing_and_left_out_values_are_imputed(self, imputing_pipeline: Trained) -> None:
+        rows = imputing_pipeline.rows.copy()
+        rows.loc[1, "temperature"] = np.nan
+        expected = imputing_pipeline.estimator.predict(rows.assign(pressure=np.nan))
+        result = score(imputing_pipeline.load(), frame_of(rows[["temperature", "vacuum"]]))
+        np.testing.assert_allclose(result["prediction"], expected, rtol=1e-12)
+
+    def test_pickle_file_with_other_suffix(self, train: Callable[..., Trained]) -> None:
+        trained = train(
+            make_pipeline(SimpleImputer(), LinearRegression()), *numeric_data(), file="model.bin"
+        )
+        result = score(trained.load(), frame_of(trained.rows))
+        np.testing.assert_allclose(result["prediction"], trained.estimator.predict(trained.rows))
+
+
+class TestColumnTransformerPipeline:
+    def test_encoded_column_is_a_string_input(self, churn_pipeline: Trained) -> None:
+        assert describe(churn_pipeline.load()) == [
+            ("tenure", TensorType.Float64, True),
+            ("charges", TensorType.Float64, True),
+            ("contract", TensorType.String, False),
+        ]
+
+    def test_predictions_equal_the_estimator(self, churn_pipeline: Trained) -> None:
+        estimator, rows = churn_pipeline.estimator, churn_pipeline.rows.copy()
+        rows.loc[0, "tenure"] = np.nan
+        rows.loc[2, "contract"] = "weekly"  # unseen: the encoder ignores it
+        result = score(churn_pipeline.load(), frame_of(rows))
+        assert [(s.name, s.type) for s in churn_pipeline.load().signature.outputs] == [
+            ("label", TensorType.Int64),
+            ("0", TensorType.Float64),
+            ("1", TensorType.Float64),
+        ]
+        assert result["label"].tolist() == estimator.predict(rows).tolist()
+        probabilities = np.column_stack([result["0"], result["1"]])
+        np.testing.assert_allclose(probabilities, estimator.predict_proba(rows), rtol=1e-12)
+
+    def test_missing_string_is_refused(self, churn_pipeline: Trained) -> None:
+        frame = frame_of(churn_pipeline.rows[["tenure", "charges"]])
+        with pytest.raises(InferenceRequestInvalidError) as caught:
+            score(churn_pipeline.load(), frame)
+        assert caught.value.field == "contract"
+
+    def test_number_for_string_input_is_refused(self, churn_pipeline: Trained) -> None:
+        frame = frame_of(churn_pipeline.rows.assign(contract=1.0))
+        with pytest.raises(InferenceRequestInvalidError, match="String") as caught:
+            score(churn_pipeline.load(), frame)
+        assert caught.value.field == "contract"
+
+
+class TestOtherShapes:
+    def test_hist_gradient_boosting_takes_missing(self, train: Callable[..., Trained]) -> None:
+        trained = train(
+            HistGradientBoostingRegressor(max_iter=10, random_state=SEED), *numeric_data()
+        )
+        model = trained.load()
+        assert all(spec.accepts_missing for spec in model.signature.inputs)
+        rows = trained.rows.assign(vacuum=np.nan)
+        result = score(model, frame_of(rows))
+        np.testing.assert_allclose(
+            result["prediction"], trained.estimator.predict(rows), rtol=1e-12
+        )
+
+    def test_multi_output_regressor(self, train: Callable[..., Trained]) -> None:
+        features, target = numeric_data()
+        trained = train(LinearRegression(), features, np.column_stack([target, -target]))
+        model = trained.load()
+        assert [s.name for s in model.signature.outputs] == ["prediction_0", "prediction_1"]
+        result = score(model, frame_of(trained.rows))
+        expected = trained.estimator.predict(trained.rows)
+        np.testing.assert_allclose(
+            np.column_stack([result["prediction_0"], result["prediction_1"]]), expected
+        )
+
+
+class TestLoadErrors:
+    def test_missing_file(self, tmp_path: Path) -> None:
+        with pytest.raises(CreateServableRequestInvalidError, match="not found") as caught:
+            SklearnFlavor("model.joblib").load(tmp_path)
+        assert caught.value.field == "flavor.Sklearn.modelPath"
+
+    def test_path_escaping_the_directory(self, dataframe_regressor: Trained) -> None:
+        inner = dataframe_regressor.directory / "inner"
+        inner.mkdir(exist_ok=True)
+        with pytest.raises(CreateServableRequestInvalidError, match="outside"):
+            SklearnFlavor("../model.joblib").load(inner)
+
+    @pytest.mark.parametrize(
+        ("file", "content"),
+        [
+            ("model.joblib", np.random.default_rng(5).bytes(1024)),
+            ("model.pkl", b"not a pickle at all"),
+            ("model.pickle", pickle.dumps(LinearRegression())[:40]),
+            ("model.sav", b"\x80\x05garbage"),
+        ],
+        ids=["random-joblib", "text-pkl", "truncated-pickle", "garbage-other-suffix"],
+    )
+    def test_corrupt_file_warns_about_trust(
+        self, file: str, content: bytes, tmp_path: Path
+    ) -> None:
+        (tmp_path / file).write_bytes(content)
+        with pytest.raises(
+            CreateServableRequestInvalidError, match="could not be unpickled"
+        ) as caught:
+            SklearnFlavor(file).load(tmp_path)
+        assert "execute code when loaded" in caught.value.message
+        assert "trusted source" in caught.value.message
+        assert "\n" not in caught.value.message
+
+    def test_object_without_predict(self, tmp_path: Path) -> None:
+        joblib.dump({"weights": [1.0, 2.0]}, tmp_path / "model.joblib")
+        with pytest.raises(CreateServableRequestInvalidError, match="no predict method"):
+            SklearnFlavor("model.joblib").load(tmp_path)
+
+    def test_directory_instead_of_file(self, tmp_path: Path) -> None:
+        (tmp_path / "model.joblib").mkdir()
+        with pytest.raises(CreateServableRequestInvalidError, match="directory"):
+            SklearnFlavor("model.joblib").load(tmp_path)
+
+    def test_missing_scikit_learn_names_the_extra(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "model.joblib").write_bytes(b"")
+        monkeypatch.setitem(sys.modules, "joblib", None)  # makes the import fail
+        with pytest.raises(FlavorUnavailable, match=r"'joblib'.*forestflow\[sklearn\]"):
+            SklearnFlavor("model.joblib").load(tmp_path)
+
+
+class TestFlavorValue:
+    def test_decodes_camel_and_snake_case(self) -> None:
+        camel = parse_flavor({"Sklearn": {"modelPath": "m.joblib", "featureNames": ["a"]}})
+        snake = parse_flavor({"type": "sklearn", "model_path": "m.joblib", "feature_names": ["a"]})
+        assert camel == snake == SklearnFlavor("m.joblib", ("a",))
