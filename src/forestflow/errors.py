@@ -16,22 +16,26 @@ class ForestFlowError(Exception):
     wire_name: ClassVar[str] = "UnknownServableError"
     status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, context: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.context: dict[str, object] = context or {}
+        """Structured facts for the client (the contract or FQRV concerned), by wire name."""
 
     def with_field_prefix(self, prefix: str) -> ForestFlowError:
         """Return the same error with `prefix` put in front of its field path."""
         field = prefix if not self.field else f"{prefix}.{self.field}" if prefix else self.field
         clone = type(self).__new__(type(self))
-        ForestFlowError.__init__(clone, self.message, field=field)
+        ForestFlowError.__init__(clone, self.message, field=field, context=self.context)
         return clone
 
     def as_kind(self, kind: type[ForestFlowError]) -> ForestFlowError:
         """Return this error re-labelled as `kind` (same message and field)."""
         clone = kind.__new__(kind)
-        ForestFlowError.__init__(clone, self.message, field=self.field)
+        ForestFlowError.__init__(clone, self.message, field=self.field, context=self.context)
         return clone
 
     def describe(self) -> str:
@@ -79,7 +83,7 @@ class UnknownContract(ForestFlowError):
     status = HTTPStatus.NOT_FOUND
 
     def __init__(self, contract: object) -> None:
-        super().__init__(f"unknown contract {contract}")
+        super().__init__(f"unknown contract {contract}", context={"contract": contract})
 
 
 class UnknownServable(ForestFlowError):
@@ -88,8 +92,9 @@ class UnknownServable(ForestFlowError):
     wire_name = "UnknownServable"
     status = HTTPStatus.NOT_FOUND
 
-    def __init__(self, fqrv: object) -> None:
-        super().__init__(f"unknown servable {fqrv}")
+    def __init__(self, fqrv: object, reason: str | None = None) -> None:
+        suffix = f" ({reason})" if reason else ""
+        super().__init__(f"unknown servable {fqrv}{suffix}", context={"fqrv": fqrv})
 
 
 class ServableAlreadyExistsError(ForestFlowError):
@@ -99,7 +104,7 @@ class ServableAlreadyExistsError(ForestFlowError):
     status = HTTPStatus.CONFLICT
 
     def __init__(self, fqrv: object) -> None:
-        super().__init__(f"servable {fqrv} already exists")
+        super().__init__(f"servable {fqrv} already exists", context={"fqrv": fqrv})
 
 
 class ContractAlreadyExistsError(ForestFlowError):
@@ -109,7 +114,7 @@ class ContractAlreadyExistsError(ForestFlowError):
     status = HTTPStatus.CONFLICT
 
     def __init__(self, contract: object) -> None:
-        super().__init__(f"contract {contract} already exists")
+        super().__init__(f"contract {contract} already exists", context={"contract": contract})
 
 
 class ContractNotEmptyError(ForestFlowError):
@@ -120,7 +125,8 @@ class ContractNotEmptyError(ForestFlowError):
 
     def __init__(self, contract: object, servables: int) -> None:
         super().__init__(
-            f"contract {contract} still has {servables} servable(s); delete them first"
+            f"contract {contract} still has {servables} servable(s); delete them first",
+            context={"contract": contract},
         )
 
 
@@ -155,7 +161,10 @@ class NoActiveServablesForContract(ForestFlowError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
 
     def __init__(self, contract: object) -> None:
-        super().__init__(f"contract {contract} has no active servable to answer the request")
+        super().__init__(
+            f"contract {contract} has no active servable to answer the request",
+            context={"contract": contract},
+        )
 
 
 class InferenceRequestInvalidError(ForestFlowError):

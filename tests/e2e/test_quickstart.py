@@ -51,7 +51,7 @@ def test_quickstart(server_factory: Callable[..., ServerProcess]) -> None:
     assert client.get("/samples/energy_output/0/list").json() == [{"FQRV": fqrv_json("v1")}]
 
     (metadata,) = client.get("/samples/energy_output/0/metadata").json()
-    assert [i["name"] for i in metadata["ServableMetaData"]["inputs"]] == POWERPLANT_FEATURES
+    assert [i["name"] for i in metadata["BasicMetaData"]["features"]] == POWERPLANT_FEATURES
 
     body = score_body(configs={"reqid": "req-1"})
     scored = client.post("/samples/energy_output/0/score", json=body)

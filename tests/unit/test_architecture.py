@@ -23,8 +23,20 @@ ALLOWED = {
     "serving": {"domain", "control", "flavors", "predictionlog"},
     "api": {"domain", "control", "serving"},
 }
-DOMAIN_FORBIDDEN = {"fastapi", "starlette", "grpc", "pydantic", "time", "datetime", "os", "socket",
-                    "sqlite3", "httpx", "asyncio", "threading"}
+DOMAIN_FORBIDDEN = {
+    "fastapi",
+    "starlette",
+    "grpc",
+    "pydantic",
+    "time",
+    "datetime",
+    "os",
+    "socket",
+    "sqlite3",
+    "httpx",
+    "asyncio",
+    "threading",
+}
 
 
 def _imports(path: Path) -> set[str]:

@@ -239,7 +239,7 @@ class ControlPlane:
         self._servable_record(fqrv)
         if fqrv not in self._signatures:
             reason = self._load_errors.get(fqrv, "it is not loaded")
-            raise UnknownServable(f"{fqrv} (could not be loaded: {reason})")
+            raise UnknownServable(fqrv, f"could not be loaded: {reason}")
         return self._signatures[fqrv]
 
     def route(self, contract: Contract) -> ContractRoute:

@@ -12,10 +12,14 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def check_name(value: str, field: str) -> str:
-    """Return `value` if it is a valid ForestFlow name (`[A-Za-z0-9_.-]+`), else raise."""
-    if not NAME_PATTERN.fullmatch(value):
+    """Return `value` if it is a valid ForestFlow name (`[A-Za-z0-9_.-]+`), else raise.
+
+    `.` and `..` are refused too: names become directory names in the artifact cache.
+    """
+    if not NAME_PATTERN.fullmatch(value) or value in (".", ".."):
         raise InvalidField(
-            f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-' only",
+            f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-' "
+            "(but not '.' or '..' alone)",
             field=field,
         )
     return value

@@ -38,9 +38,16 @@ class TestQuickstart:
         assert (await client.get(f"{BASE}/list")).json() == [{"FQRV": fqrv_json("v1")}]
 
         (metadata,) = (await client.get(f"{BASE}/metadata")).json()
-        inputs = metadata["ServableMetaData"]["inputs"]
-        assert [i["name"] for i in inputs] == POWERPLANT_FEATURES
-        assert {i["type"] for i in inputs} == {"Float32"}
+        features = metadata["BasicMetaData"]["features"]
+        assert [i["name"] for i in features] == POWERPLANT_FEATURES
+        assert {i["type"] for i in features} == {"Float32"}
+        (group,) = metadata["BasicMetaData"]["inputs"]
+        assert (group["type"], group["shape"], group["fields"]) == (
+            "Float32",
+            [4],
+            POWERPLANT_FEATURES,
+        )
+        assert group["description"].startswith("[0:TemperatureCelcius,1:ExhaustVacuumHg")
 
         expected = json.loads(
             (FIXTURES / "onnx/rf_powerplant_single_input/expected.json").read_text()

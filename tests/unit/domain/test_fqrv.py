@@ -89,3 +89,12 @@ class TestFQRV:
             str(fqrv)
             == f"{contract.organization}.{contract.project}.{contract.contract_number}.{release}"
         )
+
+
+class TestDotNames:
+    @pytest.mark.parametrize("name", [".", ".."])
+    def test_dot_names_are_refused_as_they_would_escape_the_artifact_cache(self, name: str) -> None:
+        with pytest.raises(InvalidField):
+            Contract(name, "p", 0)
+        with pytest.raises(InvalidField):
+            FQRV(Contract("o", "p", 0), name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -11,16 +12,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from forestflow.api.rest.responses import JSONResponse
+from forestflow.domain.codec import encode
 from forestflow.errors import ForestFlowError, InvalidField
 
 log = logging.getLogger(__name__)
 
 
 def error_response(error: ForestFlowError) -> JSONResponse:
-    """The response for a ForestFlow error: its wire name, status, message and field."""
-    body: dict[str, str] = {"errorMessage": error.describe()}
+    """`{wire_name: {errorMessage, field?, contract?/fqrv?, StatusCode}}` as the original sent."""
+    body: dict[str, Any] = {key: encode(value) for key, value in error.context.items()}
+    body["errorMessage"] = error.describe()
     if error.field:
         body["field"] = error.field
+    body["StatusCode"] = int(error.status)
     return JSONResponse({error.wire_name: body}, status_code=int(error.status))
 
 

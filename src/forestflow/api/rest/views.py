@@ -6,6 +6,7 @@ from typing import Any
 
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV
+from forestflow.domain.frame import TensorType
 from forestflow.domain.metrics import ServableMetrics
 from forestflow.domain.signature import FeatureSpec, ModelSignature
 
@@ -29,20 +30,41 @@ def _feature(spec: FeatureSpec) -> dict[str, Any]:
     return body
 
 
+def _input_groups(signature: ModelSignature) -> list[dict[str, Any]]:
+    """Inputs grouped by type, as the original's metadata listed them: one schema entry each."""
+    groups: dict[TensorType, list[str]] = {}
+    for spec in signature.inputs:
+        groups.setdefault(spec.type, []).append(spec.name)
+    return [
+        {
+            "name": tensor_type.value.lower(),
+            "type": tensor_type.value,
+            "shape": [len(names)],
+            "fields": names,
+            "description": "[" + ",".join(f"{i}:{n}" for i, n in enumerate(names)) + "]",
+        }
+        for tensor_type, names in groups.items()
+    ]
+
+
 def metadata_body(fqrv: FQRV, signature: ModelSignature) -> dict[str, Any]:
-    """`{"ServableMetaData": {...}}`: inputs in the model's order and outputs."""
+    """`{"BasicMetaData": {...}}`: input tensors by type (ready to copy into a score request's
+    `schema`), every feature with its type and missing-value support, and the outputs."""
     names = signature.input_names
     description = (
         f"inputs in order: {', '.join(names)}"
         if names
-        else "the model takes the request's fields in request order"
+        else "the model names no inputs: it takes the request's fields in request order"
     )
     return {
-        "ServableMetaData": {
+        "BasicMetaData": {
             "fqrv": encode(fqrv),
             "servableFQRV": str(fqrv),
+            "server": "ForestFlow",
+            "name": "prediction",
             "description": description,
-            "inputs": [_feature(spec) for spec in signature.inputs],
+            "inputs": _input_groups(signature),
+            "features": [_feature(spec) for spec in signature.inputs],
             "outputs": [_feature(spec) for spec in signature.outputs],
         }
     }
