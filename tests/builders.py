@@ -87,7 +87,9 @@ def _column(values: Sequence[Any]) -> np.ndarray[Any, Any]:
 
 # --- hypothesis strategies -------------------------------------------------------------
 
-names = st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True).filter(lambda n: n not in (".", ".."))
+names = st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True).filter(
+    lambda n: n not in (".", "..")
+)
 """Valid ForestFlow names (`[A-Za-z0-9_.-]+`)."""
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False, width=64)

@@ -1,4 +1,4 @@
-"""Settings precedence: CLI options > FORESTFLOW_* > APPLICATION_HTTP_PORT > TOML file > defaults."""
+"""Settings precedence: CLI > FORESTFLOW_* > APPLICATION_HTTP_PORT > TOML file > defaults."""
 
 from __future__ import annotations
 
