@@ -14,6 +14,7 @@ class ServableCounters:
 
     score_count: int = 0
     shade_count: int = 0
+    shadow_dropped: int = 0
     dirty: bool = False
 
     def scored(self) -> None:
@@ -25,3 +26,7 @@ class ServableCounters:
         """Count one request the servable scored in shadow mode."""
         self.shade_count += 1
         self.dirty = True
+
+    def shadow_dropped_once(self) -> None:
+        """Count one shadow request dropped because the shadow queue was full (not persisted)."""
+        self.shadow_dropped += 1

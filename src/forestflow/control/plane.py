@@ -400,6 +400,7 @@ class ControlPlane:
             shade_count=counters.shade_count,
             current_phase_in_pct=self._phase_in.get(servable.fqrv, 0),
             performance_metrics=dict(servable.performance_metrics),
+            shadow_dropped_count=counters.shadow_dropped,
         )
 
     def _contract_record(self, contract: Contract) -> ContractRecord:

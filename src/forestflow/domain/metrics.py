@@ -50,3 +50,5 @@ class ServableMetrics:
     shade_count: int = 0
     current_phase_in_pct: int = 0
     performance_metrics: Mapping[str, float] = field(default_factory=dict)
+    shadow_dropped_count: int = 0
+    """Shadow requests for this servable dropped because the shadow queue was full."""

@@ -92,7 +92,8 @@ class InferenceService:
             ) -> None:
                 self._shadow_done(shadow, frame, future, started)
 
-            self._runner.predict_shadow(shadow.fqrv, frame, done)
+            if not self._runner.predict_shadow(shadow.fqrv, frame, done):
+                shadow.counters.shadow_dropped_once()
 
     def _shadow_done(
         self, shadow: ServableRoute, frame: Frame, future: asyncio.Future[Any], started: float

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tests.integration.api.conftest import Harness
+from tests.integration.api.conftest import Harness, HarnessFactory
 from tests.payloads import contract_settings, score_body, serve_body
 
 BASE = "/samples/energy_output/0"
@@ -118,3 +118,19 @@ def _fqrv(release: str) -> object:
     from forestflow.domain.fqrv import FQRV, Contract
 
     return FQRV(Contract("samples", "energy_output", 0), release)
+
+
+class TestShadowDrops:
+    async def test_dropped_shadow_work_is_counted_and_served_work_is_not_affected(
+        self, harness_factory: HarnessFactory
+    ) -> None:
+        harness = await harness_factory(scheduling={"shadow_queue_size": 0})
+        await harness.client.post("/servable", json=serve_body("live"))
+        await harness.tick(seconds=1)
+        never = serve_body("shadow", validity=[{"NeverValid": {}}])
+        await harness.client.post("/servable", json=never)
+        assert await _answers(harness, 12) == {"live": 12}
+        stats = await _stats(harness)
+        assert stats["shadow"]["shadeCount"] == 0
+        assert stats["shadow"]["shadowDroppedCount"] == 12
+        assert stats["live"]["scoreCount"] == 12

@@ -1,0 +1,119 @@
+"""The served-before-shadow scheduler on real threads (no sleeps: jobs block on events)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from forestflow.serving.scheduler import WorkScheduler
+
+
+@pytest.fixture
+def scheduler_factory() -> Iterator[Callable[..., WorkScheduler]]:
+    made: list[WorkScheduler] = []
+
+    def make(workers: int = 2, queue: int = 10, shadow_workers: int = 1) -> WorkScheduler:
+        scheduler = WorkScheduler(workers, queue, shadow_workers)
+        made.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in made:
+        scheduler.close()
+
+
+class _Gate:
+    """Jobs that block until released, recording how many run at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+        self.started = threading.Semaphore(0)
+
+    def job(self) -> str:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        self.started.release()
+        self.release.wait(timeout=30)
+        with self._lock:
+            self.running -= 1
+        return "shadow"
+
+
+def _ignore(_future: asyncio.Future[Any]) -> None:
+    pass
+
+
+class TestServedBeforeShadow:
+    async def test_served_work_runs_while_shadow_work_holds_its_share(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
+        scheduler = scheduler_factory(workers=2, queue=10, shadow_workers=1)
+        gate = _Gate()
+        for _ in range(5):
+            assert scheduler.offer_shadow(gate.job, _ignore)
+        await asyncio.to_thread(gate.started.acquire, timeout=10)
+        # one shadow job runs, four wait; served work still gets the other worker
+        results = await asyncio.gather(*(scheduler.run(lambda i=i: i * 2) for i in range(20)))
+        assert results == [i * 2 for i in range(20)]
+        assert scheduler.stats.shadow_running == 1
+        assert scheduler.stats.shadow_queued == 4
+        gate.release.set()
+        await scheduler.shadow_idle()
+        assert gate.peak == 1
+        assert scheduler.stats.shadow_completed == 5
+
+    async def test_a_full_shadow_queue_drops_and_counts(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
+        scheduler = scheduler_factory(workers=2, queue=3, shadow_workers=1)
+        gate = _Gate()
+        accepted = [scheduler.offer_shadow(gate.job, _ignore) for _ in range(8)]
+        # the first is dispatched at once, three wait in the queue, four are dropped
+        assert accepted == [True] * 4 + [False] * 4
+        assert scheduler.stats.shadow_dropped == 4
+        assert await scheduler.run(lambda: "served") == "served"
+        gate.release.set()
+        await scheduler.shadow_idle()
+        assert scheduler.stats.shadow_completed == 4
+
+    async def test_shadow_work_waits_for_pending_served_work(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
+        scheduler = scheduler_factory(workers=1, queue=10, shadow_workers=1)
+        order: list[str] = []
+        served_gate = threading.Event()
+
+        def served() -> None:
+            served_gate.wait(timeout=30)
+            order.append("served")
+
+        served_task = asyncio.create_task(scheduler.run(served))
+        await asyncio.sleep(0)  # let the served job reach the pool
+        scheduler.offer_shadow(lambda: order.append("shadow"), _ignore)
+        assert scheduler.stats.shadow_queued == 1  # held back: the only worker is busy
+        served_gate.set()
+        await served_task
+        await scheduler.shadow_idle()
+        assert order == ["served", "shadow"]
+
+    async def test_completion_callbacks_see_results_and_errors(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
+        scheduler = scheduler_factory()
+        seen: list[Any] = []
+
+        def boom() -> None:
+            raise ValueError("model failed")
+
+        scheduler.offer_shadow(lambda: 42, lambda f: seen.append(f.result()))
+        scheduler.offer_shadow(boom, lambda f: seen.append(type(f.exception()).__name__))
+        await scheduler.shadow_idle()
+        assert sorted(map(str, seen)) == ["42", "ValueError"]
