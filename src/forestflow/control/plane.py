@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from forestflow.artifacts.cache import ArtifactCache
@@ -167,12 +168,7 @@ class ControlPlane:
     async def _deploy_reserved(self, fqrv: FQRV, request: BasicServeRequest) -> None:
         started = time.perf_counter()
         log.info("deploying %s from %s", fqrv, request.path)
-        fetcher = fetcher_for(request.path)
-        directory = await asyncio.to_thread(
-            self._cache.install,
-            fqrv,
-            lambda target: fetcher.fetch(request.path, request.artifact_path, target),
-        )
+        directory = await self._fetch(fqrv, request.path, request.artifact_path)
         try:
             signature = await self._runner.start(fqrv, request.flavor, directory)
         except BaseException:
@@ -349,12 +345,7 @@ class ControlPlane:
                 log.warning(
                     "artifact copy of %s is missing; fetching %s again", fqrv, servable.source
                 )
-                fetcher = fetcher_for(servable.source)
-                await asyncio.to_thread(
-                    self._cache.install,
-                    fqrv,
-                    lambda target: fetcher.fetch(servable.source, servable.artifact_path, target),
-                )
+                await self._fetch(fqrv, servable.source, servable.artifact_path)
             directory = self._cache.directory(fqrv)
             self._signatures[fqrv] = await self._runner.start(fqrv, flavor, directory)
             self._load_errors.pop(fqrv, None)
@@ -376,6 +367,13 @@ class ControlPlane:
             snapshot = Snapshot(seq, self._state.to_snapshot())
             await asyncio.to_thread(self._store.write_snapshot, snapshot)
             self._events_since_snapshot = 0
+
+    async def _fetch(self, fqrv: FQRV, source: str, artifact_path: str | None) -> Path:
+        """Copy the artifact at `source` into the cache, atomically; return its directory."""
+        fetcher = fetcher_for(source)
+        return await asyncio.to_thread(
+            self._cache.install, fqrv, lambda target: fetcher.fetch(source, artifact_path, target)
+        )
 
     async def _retire(self, fqrv: FQRV) -> None:
         """Unload a servable whose removal is durable, and clean up after it."""
