@@ -142,8 +142,8 @@ class ControlPlane:
         async with self._lock:
             self._servable_record(fqrv)
             await self._commit([ServableDeleted(fqrv)])
+            await self._evaluate_locked()  # routes without it first, so no request picks it
             await self._retire(fqrv)
-        await self.evaluate()
 
     async def deploy(self, request: BasicServeRequest) -> FQRV:
         """Fetch, load and register a servable; return its FQRV once the deploy is durable."""
@@ -264,22 +264,26 @@ class ControlPlane:
         """One evaluation pass over every contract (SPEC §1.1): validity, phase-in,
         expiration, routing. Newly valid and expired servables are recorded durably."""
         async with self._lock:
-            now = self._clock.now_ms()
-            results: dict[Contract, ContractEvaluation] = {}
-            events: list[Event] = []
-            for record in self._state.contracts():
-                result = self._evaluate(record, now)
-                results[record.contract] = result
-                events += [ServableBecameValid(f, now) for f in sorted(result.became_valid)]
-                events += [ServableExpired(f, now) for f in sorted(result.expired)]
-            if events:
-                await self._commit(events)
-            for result in results.values():
-                self._phase_in.update({m.fqrv: m.current_phase_in_pct for m in result.metrics})
-                for fqrv in sorted(result.expired):
-                    log.info("expired %s", fqrv)
-                    await self._retire(fqrv)
-            self._publish(results)
+            await self._evaluate_locked()
+
+    async def _evaluate_locked(self) -> None:
+        now = self._clock.now_ms()
+        results: dict[Contract, ContractEvaluation] = {}
+        events: list[Event] = []
+        for record in self._state.contracts():
+            result = self._evaluate(record, now)
+            results[record.contract] = result
+            events += [ServableBecameValid(f, now) for f in sorted(result.became_valid)]
+            events += [ServableExpired(f, now) for f in sorted(result.expired)]
+        if events:
+            await self._commit(events)
+        for result in results.values():
+            self._phase_in.update({m.fqrv: m.current_phase_in_pct for m in result.metrics})
+        # publish routes without the expired servables before unloading them
+        self._publish(results)
+        for fqrv in sorted(f for result in results.values() for f in result.expired):
+            log.info("expired %s", fqrv)
+            await self._retire(fqrv)
 
     def _evaluate(self, record: ContractRecord, now: int) -> ContractEvaluation:
         loaded = [s for s in record.servables if s.fqrv in self._signatures]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,43 +31,88 @@ def _score(fqrv: FQRV, model: LoadedModel, frame: Frame) -> Frame:
         raise ModelFailedError(f"servable {fqrv} failed: {type(error).__name__}") from error
 
 
+@dataclass(slots=True)
+class _Slot:
+    """A loaded model and the jobs using it; it is closed when stopped and idle."""
+
+    fqrv: FQRV
+    model: LoadedModel
+    in_flight: int = 0
+    stopped: bool = False
+
+    def acquire(self) -> LoadedModel:
+        self.in_flight += 1
+        return self.model
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._close_if_done()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.stopped and self.in_flight == 0:
+            try:
+                self.model.close()
+            except Exception:  # a failing close must not break the caller's request
+                log.exception("closing servable %s failed", self.fqrv)
+
+
 class InProcessRunner(ServableRunner):
-    """Keeps loaded models in memory and scores them through a `WorkScheduler`."""
+    """Keeps loaded models in memory and scores them through a `WorkScheduler`.
+
+    Stopping a servable removes it at once for new work; the model itself is closed
+    only when the jobs already using it have finished.
+    """
 
     def __init__(self, scheduler: WorkScheduler) -> None:
         self._scheduler = scheduler
-        self._models: dict[FQRV, LoadedModel] = {}
+        self._slots: dict[FQRV, _Slot] = {}
 
     async def start(self, fqrv: FQRV, flavor: Flavor, directory: Path) -> ModelSignature:
         """Load the model on a worker thread (loading is CPU-bound) and keep it."""
         model = await asyncio.to_thread(flavor.load, directory)
-        previous = self._models.pop(fqrv, None)
-        self._models[fqrv] = model
+        previous = self._slots.pop(fqrv, None)
+        self._slots[fqrv] = _Slot(fqrv, model)
         if previous is not None:
-            await asyncio.to_thread(previous.close)
+            previous.stop()
         return model.signature
 
     async def stop(self, fqrv: FQRV) -> None:
-        """Drop the model; its native resources are released off the event loop."""
-        model = self._models.pop(fqrv, None)
-        if model is not None:
-            await asyncio.to_thread(model.close)
+        """Take `fqrv` out of service; a no-op when it is not running."""
+        slot = self._slots.pop(fqrv, None)
+        if slot is not None:
+            slot.stop()
 
     async def predict(self, fqrv: FQRV, frame: Frame) -> Frame:
         """Score a served request."""
-        model = self._model(fqrv)
-        return await self._scheduler.run(lambda: _score(fqrv, model, frame))
+        slot = self._slot(fqrv)
+        model = slot.acquire()
+        try:
+            return await self._scheduler.run(lambda: _score(fqrv, model, frame))
+        finally:
+            slot.release()
 
     def predict_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
         """Queue a shadow request; False when it was dropped because the queue is full."""
-        model = self._models.get(fqrv)
-        if model is None:
+        slot = self._slots.get(fqrv)
+        if slot is None:
             return False
-        job: Callable[[], Any] = lambda: _score(fqrv, model, frame)  # noqa: E731
-        return self._scheduler.offer_shadow(job, done)
+        model = slot.acquire()
 
-    def _model(self, fqrv: FQRV) -> LoadedModel:
-        model = self._models.get(fqrv)
-        if model is None:
+        def finished(future: asyncio.Future[Any]) -> None:
+            slot.release()
+            done(future)
+
+        accepted = self._scheduler.offer_shadow(lambda: _score(fqrv, model, frame), finished)
+        if not accepted:
+            slot.release()
+        return accepted
+
+    def _slot(self, fqrv: FQRV) -> _Slot:
+        slot = self._slots.get(fqrv)
+        if slot is None:
             raise UnknownServable(fqrv)
-        return model
+        return slot
