@@ -185,6 +185,7 @@ WIRE_NAMES: list[tuple[object, list[str]]] = [
             "shadeCount",
             "currentPhaseInPct",
             "performanceMetrics",
+            "shadowDroppedCount",
         ],
     ),
     (TimeBasedValidity(5), ["validAfterMS"]),
