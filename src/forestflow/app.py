@@ -15,6 +15,7 @@ from forestflow import __version__
 from forestflow.api.rest.endpoints import RestContext, build_router
 from forestflow.api.rest.errors import install_error_handlers
 from forestflow.api.rest.responses import JSONResponse, wrapped
+from forestflow.artifacts.base import StorageOptions
 from forestflow.artifacts.cache import ArtifactCache
 from forestflow.clock import Clock, SystemClock
 from forestflow.config import Settings
@@ -52,6 +53,11 @@ class App:
             runner=self.runner,
             cache=ArtifactCache(data_dir / "artifacts"),
             clock=self.clock,
+            storage=StorageOptions(
+                s3_endpoint_url=settings.storage.s3_endpoint_url,
+                mlflow_tracking_uri=settings.storage.mlflow_tracking_uri,
+                timeout_s=settings.storage.timeout_s,
+            ),
             snapshot_every=settings.control.snapshot_every,
         )
         self.inference = InferenceService(

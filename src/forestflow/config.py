@@ -73,6 +73,19 @@ class ControlSettings(BaseModel):
     )
 
 
+class StorageSettings(BaseModel):
+    """Where remote artifacts come from (SPEC §2.2)."""
+
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store (default: AWS, or $AWS_ENDPOINT_URL)."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking server for models:/ paths (default: $MLFLOW_TRACKING_URI).",
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Network timeout of one request to a store.")
+
+
 class Settings(BaseSettings):
     """Everything configurable about a ForestFlow server."""
 
@@ -86,6 +99,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)  # type: ignore[arg-type]
     control: ControlSettings = Field(default_factory=ControlSettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _check_shadow_workers(self) -> Settings:

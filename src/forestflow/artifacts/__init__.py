@@ -1,1 +1,1 @@
-"""artifacts"""
+"""Fetching model artifacts into the local cache, one fetcher per storage protocol."""

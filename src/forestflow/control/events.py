@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from forestflow.domain.codec import decode, encode, wire
@@ -75,6 +75,7 @@ class ServableDeployed(Event):
     settings: ServableSettings
     created_at_ms: int = wire("createdAtMS")
     artifact_path: str | None = wire("artifactPath", default=None)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @Event.registry.register("PolicySettingsUpdated")

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.cache import ArtifactCache
-from forestflow.artifacts.fetchers import fetcher_for
 from forestflow.clock import Clock
 from forestflow.control.counters import ServableCounters
 from forestflow.control.events import (
@@ -35,7 +35,7 @@ from forestflow.control.events import (
 )
 from forestflow.control.routes import ContractRoute, ServableRoute
 from forestflow.control.runner import ServableRunner
-from forestflow.control.serve_request import BasicServeRequest
+from forestflow.control.serve_request import ServeRequest
 from forestflow.control.state import ContractRecord, RegistryState, ServableRecord
 from forestflow.domain.codec import encode
 from forestflow.domain.evaluation import ContractEvaluation, evaluate_contract
@@ -57,7 +57,7 @@ from forestflow.errors import (
     UnknownContract,
     UnknownServable,
 )
-from forestflow.flavors.base import parse_flavor
+from forestflow.flavors.base import Flavor, parse_flavor
 from forestflow.store.base import Counters, Snapshot, Store
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,14 @@ class ControlPlane:
         runner: ServableRunner,
         cache: ArtifactCache,
         clock: Clock,
+        storage: StorageOptions | None = None,
         snapshot_every: int = 1000,
     ) -> None:
         self._store = store
         self._runner = runner
         self._cache = cache
         self._clock = clock
+        self._storage = storage or StorageOptions()
         self._snapshot_every = snapshot_every
         self._state = RegistryState()
         self._lock = asyncio.Lock()
@@ -145,13 +147,14 @@ class ControlPlane:
             await self._evaluate_locked()  # routes without it first, so no request picks it
             await self._retire(fqrv)
 
-    async def deploy(self, request: BasicServeRequest) -> FQRV:
+    async def deploy(self, request: ServeRequest) -> FQRV:
         """Fetch, load and register a servable; return its FQRV once the deploy is durable."""
-        fqrv = request.fqrv
+        fqrv = request.fqrv or fetcher_for(request.path, self._storage).fqrv_hint(request.path)
         if fqrv is None:
             raise CreateServableRequestInvalidError(
-                "no fqrv: give it in the body or in the path "
-                "/servable/{org}/{project}/{n}/{release}",
+                "no fqrv: give it in the body, in the path "
+                "/servable/{org}/{project}/{n}/{release}, or deploy from a Git location "
+                "tagged v<contract_number>.<release_version>",
                 field="fqrv",
             )
         async with self._lock:
@@ -165,18 +168,19 @@ class ControlPlane:
         await self.evaluate()
         return fqrv
 
-    async def _deploy_reserved(self, fqrv: FQRV, request: BasicServeRequest) -> None:
+    async def _deploy_reserved(self, fqrv: FQRV, request: ServeRequest) -> None:
         started = time.perf_counter()
         log.info("deploying %s from %s", fqrv, request.path)
         directory = await self._fetch(fqrv, request.path, request.artifact_path)
         try:
-            signature = await self._runner.start(fqrv, request.flavor, directory)
+            flavor = await asyncio.to_thread(request.resolve_flavor, directory)
+            signature = await self._runner.start(fqrv, flavor, directory)
         except BaseException:
             await asyncio.to_thread(self._cache.remove, fqrv)
             raise
         try:
             async with self._lock:
-                await self._commit(self._deploy_events(fqrv, request))
+                await self._commit(self._deploy_events(fqrv, request, flavor))
                 self._signatures[fqrv] = signature
                 self._counters[fqrv] = ServableCounters()
                 await asyncio.to_thread(self._store.delete_counters, servable_key(fqrv))
@@ -187,11 +191,12 @@ class ControlPlane:
             raise
         log.info("deployed %s in %.2f s", fqrv, time.perf_counter() - started)
 
-    def _deploy_events(self, fqrv: FQRV, request: BasicServeRequest) -> list[Event]:
+    def _deploy_events(self, fqrv: FQRV, request: ServeRequest, flavor: Flavor) -> list[Event]:
         events: list[Event] = []
         if self._state.contract(fqrv.contract) is None:
-            events.append(ContractCreated(fqrv.contract, ContractSettings()))
-        flavor_json: dict[str, Any] = encode(request.flavor)
+            settings = request.contract_settings or ContractSettings()
+            events.append(ContractCreated(fqrv.contract, settings))
+        flavor_json: dict[str, Any] = encode(flavor)
         events.append(
             ServableDeployed(
                 fqrv=fqrv,
@@ -200,6 +205,7 @@ class ControlPlane:
                 settings=request.servable_settings,
                 created_at_ms=self._clock.now_ms(),
                 artifact_path=request.artifact_path,
+                tags=dict(request.tags),
             )
         )
         return events
@@ -374,7 +380,7 @@ class ControlPlane:
 
     async def _fetch(self, fqrv: FQRV, source: str, artifact_path: str | None) -> Path:
         """Copy the artifact at `source` into the cache, atomically; return its directory."""
-        fetcher = fetcher_for(source)
+        fetcher = fetcher_for(source, self._storage)
         return await asyncio.to_thread(
             self._cache.install, fqrv, lambda target: fetcher.fetch(source, artifact_path, target)
         )

@@ -38,6 +38,7 @@ class ServableRecord:
     artifact_path: str | None = wire("artifactPath", default=None)
     became_valid_at_ms: int | None = wire("becameValidAtMS", default=None)
     performance_metrics: Mapping[str, float] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ class RegistryState:
             settings=event.settings,
             created_at_ms=event.created_at_ms,
             artifact_path=event.artifact_path,
+            tags=event.tags,
         )
         contract = self._contracts.get(event.fqrv.contract)
         if contract is None or contract.servable(event.fqrv.release_version) is not None:

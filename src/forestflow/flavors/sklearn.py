@@ -1,10 +1,16 @@
-"""Scikit-learn flavor: a fitted estimator or pipeline saved with joblib or pickle.
+"""Scikit-learn flavor: a fitted estimator or pipeline saved with joblib, pickle or skops.
 
 Security: joblib and pickle files are pickles, and pickled artifacts execute code when
-they are loaded. Deploy only models that come from a trusted source.
+they are loaded. Deploy only models that come from a trusted source. skops files do not
+run code: they hold only types skops trusts by default plus those listed in
+`skopsTrustedTypes` (MLflow records the list it was saved with as `skops_trusted_types`).
 
-Loading: `.joblib`, `.pkl` and `.pickle` files are read with `joblib.load` (which also reads
-plain pickles); any other file with `pickle.load`.
+Loading, by `serializationFormat` — `"cloudpickle"`, `"pickle"` or `"skops"` (MLflow's
+names) — or, when it is left out, by the file's extension (`.skops` → skops, anything else a
+pickle): skops files are read with `skops.io.load(path, trusted=skopsTrustedTypes)`, and a
+file holding other types is refused naming them; pickles from `.joblib`, `.pkl` and
+`.pickle` files with `joblib.load` (which also reads plain pickles and cloudpickle's
+output), any other file with `pickle.load`.
 
 Inputs: named by the estimator's `feature_names_in_`, else by `featureNames`, else the
 model takes the request's fields in request order (as many as `n_features_in_`). Every
@@ -49,6 +55,10 @@ from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
 
 _FIELD = "flavor.Sklearn.modelPath"
 _FEATURE_NAMES_FIELD = "flavor.Sklearn.featureNames"
+_FORMAT_FIELD = "flavor.Sklearn.serializationFormat"
+_TRUSTED_FIELD = "flavor.Sklearn.skopsTrustedTypes"
+_SKOPS = "skops"
+_FORMATS = ("cloudpickle", "pickle", _SKOPS)
 _JOBLIB_SUFFIXES = frozenset({".joblib", ".pkl", ".pickle"})
 _TRUST = "pickled artifacts execute code when loaded: deploy only models from a trusted source"
 _STRING_KINDS = "OUS"
@@ -59,19 +69,28 @@ _REFUSED, _KEPT, _REMOVED = "refused", "kept", "removed"
 
 @dataclass(frozen=True, slots=True)
 class SklearnFlavor(Flavor):
-    """`{"Sklearn": {"modelPath": "model.joblib", "featureNames": [...]}}`: a pickled estimator."""
+    """`{"Sklearn": {"modelPath": "model.joblib", "featureNames": [...]}}`: a saved estimator.
+
+    Also `serializationFormat` (`cloudpickle`, `pickle`, `skops`; default from the file
+    extension) and `skopsTrustedTypes` (type names a skops file may hold beyond skops' own).
+    """
 
     model_path: str
     feature_names: tuple[str, ...] = ()
+    serialization_format: str | None = None
+    skops_trusted_types: tuple[str, ...] = ()
 
     def load(self, directory: Path) -> SklearnModel:
-        """Unpickle the estimator (trusted sources only) and work out its signature."""
+        """Read the estimator (pickles: trusted sources only) and work out its signature."""
         path = resolve_inside(directory, self.model_path, field=_FIELD)
         if not path.is_file():
             raise CreateServableRequestInvalidError(
                 f"{self.model_path!r} is a directory, not a model file", field=_FIELD
             )
-        estimator = _unpickle(path, self.model_path)
+        if self._format(path) == _SKOPS:
+            estimator = _skops_load(path, self.model_path, self.skops_trusted_types)
+        else:
+            estimator = _unpickle(path, self.model_path)
         if not callable(getattr(estimator, "predict", None)):
             raise CreateServableRequestInvalidError(
                 f"{self.model_path!r} holds a {type(estimator).__name__}, which has no predict "
@@ -82,6 +101,18 @@ class SklearnFlavor(Flavor):
         names = _input_names(estimator, self.feature_names)
         pandas = _import("pandas") if hasattr(estimator, "feature_names_in_") else None
         return SklearnModel(estimator, names, pandas)
+
+    def _format(self, path: Path) -> str:
+        if self.serialization_format is None:
+            return _SKOPS if path.suffix.lower() == ".skops" else "pickle"
+        chosen = self.serialization_format.lower()
+        if chosen not in _FORMATS:
+            raise CreateServableRequestInvalidError(
+                f"unknown serialization format {self.serialization_format!r}; "
+                f"expected one of {', '.join(_FORMATS)}",
+                field=_FORMAT_FIELD,
+            )
+        return chosen
 
 
 class SklearnModel(LoadedModel):
@@ -129,13 +160,40 @@ def _named(names: Sequence[str], columns: Sequence[FeatureSpec]) -> tuple[Featur
     return tuple(replace(spec, name=name) for name, spec in zip(names, columns, strict=bool(names)))
 
 
-def _import(name: str) -> ModuleType:
+def _import(name: str, extra: str = "sklearn") -> ModuleType:
     # Imported on first load, never at module import: `import forestflow` stays light.
     try:
         return importlib.import_module(name)
     except ImportError:
-        package = {"sklearn": "scikit-learn"}.get(name, name)
-        raise FlavorUnavailable("Sklearn", "sklearn", package) from None
+        package = {"sklearn": "scikit-learn", "skops.io": "skops"}.get(name, name)
+        raise FlavorUnavailable("Sklearn", extra, package) from None
+
+
+def _one_line(error: BaseException, path: Path, relative: str) -> str:
+    text = str(error).replace(str(path), relative).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _skops_load(path: Path, relative: str, trusted: tuple[str, ...]) -> Any:
+    _import("sklearn")  # so a missing scikit-learn reads as such, not as a skops error
+    sio = _import("skops.io", extra="mlflow")
+    try:
+        untrusted = [name for name in sio.get_untrusted_types(file=path) if name not in trusted]
+        if not untrusted:
+            return sio.load(path, trusted=list(trusted))
+    except Exception as error:  # a damaged file makes skops raise anything from zip to json
+        reason = _one_line(error, path, relative)
+        raise CreateServableRequestInvalidError(
+            f"{relative!r} could not be loaded as a skops file "
+            f"({type(error).__name__}{': ' + reason if reason else ''})",
+            field=_FIELD,
+        ) from None
+    raise CreateServableRequestInvalidError(
+        f"{relative!r} holds types skops does not trust: {', '.join(untrusted)}. Review "
+        "them; if you trust the model's source, list them in skopsTrustedTypes (MLflow: "
+        "save the model with skops_trusted_types)",
+        field=_TRUSTED_FIELD,
+    )
 
 
 def _unpickle(path: Path, relative: str) -> Any:
@@ -147,8 +205,7 @@ def _unpickle(path: Path, relative: str) -> Any:
         with path.open("rb") as file:
             return pickle.load(file)  # noqa: S301 - the flavor's purpose; trust is documented
     except Exception as error:  # unpickling can raise anything the pickled code raises
-        text = str(error).strip()
-        reason = text.splitlines()[0][:300] if text else ""
+        reason = _one_line(error, path, relative)
         if not reason and isinstance(error, EOFError):
             reason = "the file ends too early"
         raise CreateServableRequestInvalidError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -31,6 +33,10 @@ from forestflow.errors import (
 from forestflow.flavors.base import LoadedModel, parse_flavor
 from forestflow.flavors.sklearn import SklearnFlavor
 
+REPO = Path(__file__).parents[3]
+MLFLOW_RF = REPO / "tests" / "fixtures" / "mlflow" / "sklearn" / "rf_diabetes_regression"
+MLFLOW_LOGREG = REPO / "tests" / "fixtures" / "mlflow" / "sklearn" / "logreg_iris_pipeline"
+TREE = "sklearn.tree._tree.Tree"
 SEED = 1234
 NUMERIC = ["temperature", "vacuum", "pressure"]
 CHURN = ["tenure", "charges", "contract"]
@@ -73,7 +79,8 @@ def churn_data(rows: int = 120) -> tuple[pd.DataFrame, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def train(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Trained]:
-    """Factory: fit `estimator`, save it (joblib for `.joblib`, else plain pickle), return it."""
+    """Factory: fit `estimator`, save it (joblib for `.joblib`, skops for `.skops`, else plain
+    pickle), return it."""
 
     def make(
         estimator: Any,
@@ -87,6 +94,8 @@ def train(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Trained]:
         directory = tmp_path_factory.mktemp(type(estimator).__name__)
         if file.endswith(".joblib"):
             joblib.dump(estimator, directory / file)
+        elif file.endswith(".skops"):
+            skops.io.dump(estimator, directory / file)
         else:
             (directory / file).write_bytes(pickle.dumps(estimator))
         return Trained(estimator, directory, file, features.head(10).reset_index(drop=True))
@@ -383,8 +392,127 @@ class TestLoadErrors:
             SklearnFlavor("model.joblib").load(tmp_path)
 
 
+class TestSkops:
+    def test_skops_file_is_read_by_its_extension(self, train: Callable[..., Trained]) -> None:
+        trained = train(
+            make_pipeline(StandardScaler(), LinearRegression()), *numeric_data(), file="m.skops"
+        )
+        model = trained.load()
+        assert describe(model) == [(name, TensorType.Float64, False) for name in NUMERIC]
+        result = score(model, frame_of(trained.rows))
+        np.testing.assert_allclose(
+            result["prediction"], trained.estimator.predict(trained.rows), rtol=1e-12
+        )
+
+    def test_untrusted_types_are_refused_naming_them(self, train: Callable[..., Trained]) -> None:
+        forest = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=SEED)
+        trained = train(forest, *numeric_data(), file="forest.skops")
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            trained.load()
+        assert caught.value.field == "flavor.Sklearn.skopsTrustedTypes"
+        assert f"holds types skops does not trust: {TREE}" in caught.value.message
+        assert "list them in skopsTrustedTypes" in caught.value.message
+
+    def test_trusted_types_let_the_model_load(self, train: Callable[..., Trained]) -> None:
+        forest = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=SEED)
+        trained = train(forest, *numeric_data(), file="forest.skops")
+        result = score(trained.load(skopsTrustedTypes=[TREE]), frame_of(trained.rows))
+        np.testing.assert_allclose(
+            result["prediction"], trained.estimator.predict(trained.rows), rtol=1e-12
+        )
+
+    def test_explicit_format_overrides_the_extension(self, tmp_path: Path) -> None:
+        estimator = LinearRegression().fit(*numeric_data())
+        skops.io.dump(estimator, tmp_path / "model.bin")
+        model = SklearnFlavor("model.bin", serialization_format="skops").load(tmp_path)
+        assert [s.name for s in model.signature.inputs] == NUMERIC
+        with pytest.raises(CreateServableRequestInvalidError, match="could not be unpickled"):
+            SklearnFlavor("model.bin").load(tmp_path)  # a pickle by default
+
+    @pytest.mark.parametrize("fmt", ["cloudpickle", "pickle", "PICKLE"])
+    def test_pickle_formats(self, dataframe_regressor: Trained, fmt: str) -> None:
+        model = dataframe_regressor.load(serializationFormat=fmt)
+        assert [s.name for s in model.signature.inputs] == NUMERIC
+
+    def test_unknown_format_is_refused(self, dataframe_regressor: Trained) -> None:
+        with pytest.raises(CreateServableRequestInvalidError, match="'dill'") as caught:
+            dataframe_regressor.load(serializationFormat="dill")
+        assert caught.value.field == "flavor.Sklearn.serializationFormat"
+        assert "cloudpickle, pickle, skops" in caught.value.message
+
+    @pytest.mark.parametrize(
+        "content",
+        [b"not a zip file", b"PK\x03\x04truncated"],
+        ids=["text", "truncated-zip"],
+    )
+    def test_corrupt_skops_file(self, tmp_path: Path, content: bytes) -> None:
+        (tmp_path / "model.skops").write_bytes(content)
+        with pytest.raises(CreateServableRequestInvalidError, match="as a skops file") as caught:
+            SklearnFlavor("model.skops").load(tmp_path)
+        assert caught.value.field == "flavor.Sklearn.modelPath"
+        assert "\n" not in caught.value.message
+        assert str(tmp_path) not in caught.value.message
+
+    def test_missing_skops_names_the_extra(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "model.skops").write_bytes(b"")
+        monkeypatch.setitem(sys.modules, "skops.io", None)  # makes the import fail
+        with pytest.raises(FlavorUnavailable, match=r"'skops'.*forestflow\[mlflow\]"):
+            SklearnFlavor("model.skops").load(tmp_path)
+
+    def test_mlflow_skops_fixture_with_its_trusted_types(self) -> None:
+        reference = json.loads((MLFLOW_RF / "expected.json").read_text())
+        model = parse_flavor(
+            {
+                "Sklearn": {
+                    "modelPath": "model.skops",
+                    "serializationFormat": "skops",
+                    "skopsTrustedTypes": [TREE],
+                }
+            }
+        ).load(MLFLOW_RF)
+        assert model.signature.input_names == reference["features"]
+        rows = pd.DataFrame(reference["rows"], columns=reference["features"])
+        result = score(model, frame_of(rows))
+        np.testing.assert_allclose(
+            result["prediction"], reference["predictions"], rtol=reference["tolerance_rel"]
+        )
+
+    def test_mlflow_cloudpickle_fixture(self) -> None:
+        reference = json.loads((MLFLOW_LOGREG / "expected.json").read_text())
+        flavor = SklearnFlavor("model.pkl", serialization_format="cloudpickle")
+        rows = pd.DataFrame(reference["rows"], columns=reference["features"])
+        result = score(flavor.load(MLFLOW_LOGREG), frame_of(rows))
+        assert result["label"].tolist() == reference["predictions"]
+        probabilities = np.column_stack([result[name] for name in reference["native"]["classes"]])
+        np.testing.assert_allclose(
+            probabilities, reference["native"]["predict_proba"], rtol=reference["tolerance_rel"]
+        )
+
+
 class TestFlavorValue:
     def test_decodes_camel_and_snake_case(self) -> None:
         camel = parse_flavor({"Sklearn": {"modelPath": "m.joblib", "featureNames": ["a"]}})
         snake = parse_flavor({"type": "sklearn", "model_path": "m.joblib", "feature_names": ["a"]})
         assert camel == snake == SklearnFlavor("m.joblib", ("a",))
+
+    def test_decodes_the_serialization_fields(self) -> None:
+        camel = parse_flavor(
+            {
+                "Sklearn": {
+                    "modelPath": "m.skops",
+                    "serializationFormat": "skops",
+                    "skopsTrustedTypes": [TREE],
+                }
+            }
+        )
+        snake = parse_flavor(
+            {
+                "type": "Sklearn",
+                "model_path": "m.skops",
+                "serialization_format": "skops",
+                "skops_trusted_types": [TREE],
+            }
+        )
+        assert camel == snake == SklearnFlavor("m.skops", (), "skops", (TREE,))

@@ -14,7 +14,7 @@ from forestflow.api.rest.converters import parse_inference_request, prediction_b
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.api.rest.views import metadata_body, servable_metrics_body
 from forestflow.control.plane import ControlPlane
-from forestflow.control.serve_request import BasicServeRequest, ServeRequest
+from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
 from forestflow.domain.codec import decode, encode
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.settings import ContractSettings, LoggingSettings, PolicySettings
@@ -227,26 +227,18 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         return JSONResponse(metadata_body(fqrv, control.signature(fqrv)))
 
 
-def _serve_request(body: Any, fqrv: FQRV | None = None) -> BasicServeRequest:
-    """Decode a serve request: bare BasicServeRequest, or wrapped by its type name."""
+def _serve_request(body: Any, fqrv: FQRV | None = None) -> ServeRequest:
+    """Decode a serve request: wrapped by its type name (`{"MLFlowServeRequest": {...}}`), or
+    bare — a BasicServeRequest when it names a `flavor`, else an MLFlowServeRequest."""
     kind = CreateServableRequestInvalidError
+    request: ServeRequest
     if isinstance(body, dict) and len(body) == 1 and next(iter(body)) in ServeRequest.registry:
-        request: ServeRequest = _decode_as(kind, cast(Any, ServeRequest), body)
+        request = _decode_as(kind, cast(Any, ServeRequest), body)
+    elif isinstance(body, dict) and "flavor" not in body:
+        request = _decode_as(kind, MLFlowServeRequest, body)
     else:
         request = _decode_as(kind, BasicServeRequest, body)
-    if not isinstance(request, BasicServeRequest):
-        raise CreateServableRequestInvalidError(
-            f"{request.wire_name} is not supported by this server", field=request.wire_name
-        )
-    if fqrv is not None:
-        request = BasicServeRequest(
-            path=request.path,
-            flavor=request.flavor,
-            fqrv=fqrv,
-            artifact_path=request.artifact_path,
-            servable_settings=request.servable_settings,
-        )
-    return request
+    return request.with_fqrv(fqrv) if fqrv is not None else request
 
 
 def _add_inference_routes(router: APIRouter, ctx: RestContext) -> None:

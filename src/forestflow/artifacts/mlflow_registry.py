@@ -1,0 +1,192 @@
+"""The MLflow Model Registry fetcher: `models:/<name>/<version>` and `models:/<name>@<alias>`.
+
+The registry is the one of the tracking server in `StorageOptions.mlflow_tracking_uri`,
+else the one `MLFLOW_TRACKING_URI` names (read by mlflow itself; `MLFLOW_REGISTRY_URI`,
+`MLFLOW_TRACKING_TOKEN` and the other mlflow variables apply as usual). mlflow's own
+client resolves the version and downloads its artifacts (imported on first use: it needs
+`pip install 'forestflow[mlflow]'`). An alias is resolved to its version once, at deploy
+time: the servable keeps the files it was deployed with.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from forestflow.artifacts.base import ArtifactFetcher
+from forestflow.errors import CreateServableRequestInvalidError
+
+log = logging.getLogger(__name__)
+
+_SCHEME = "models:/"
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+_USAGE = "use models:/<name>/<version> or models:/<name>@<alias>"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReference:
+    """A registered model version, by number or by alias."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, location: str) -> ModelReference:
+        """Parse `models:/<name>/<version>` or `models:/<name>@<alias>`; 422 otherwise."""
+        rest = location[len(_SCHEME) :] if location.startswith(_SCHEME) else ""
+        if rest.startswith("/") or not rest:
+            raise CreateServableRequestInvalidError(f"{location!r}: {_USAGE}", field="path")
+        rest = rest.rstrip("/")
+        if "/" in rest:
+            name, version = rest.split("/", 1)
+            if name and version.isdigit():
+                return cls(name, version=version)
+        elif "@" in rest:
+            name, alias = rest.rsplit("@", 1)
+            if name and alias:
+                return cls(name, alias=alias)
+        raise CreateServableRequestInvalidError(f"{location!r}: {_USAGE}", field="path")
+
+    def __str__(self) -> str:
+        suffix = f"@{self.alias}" if self.alias else f"/{self.version}"
+        return f"{_SCHEME}{self.name}{suffix}"
+
+
+class MlflowRegistryFetcher(ArtifactFetcher):
+    """A model version's artifacts from an MLflow tracking server's model registry."""
+
+    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> None:
+        """Resolve the model version and download its artifacts into `destination`."""
+        reference = ModelReference.parse(location)
+        relative = _relative_artifact_path(artifact_path)
+        mlflow = _import_mlflow()
+        tracking_uri = self._tracking_uri(mlflow)
+        self._check_reachable(tracking_uri)
+        client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
+        try:
+            version = self._version(client, reference)
+            source = client.get_model_version_download_uri(reference.name, version)
+        except mlflow.exceptions.MlflowException as error:
+            raise _refusal(reference, tracking_uri, error, "path") from None
+        if relative:
+            source = posixpath.join(source.rstrip("/"), relative)
+        # downloads land inside `destination`: the cache owns that directory alone
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=destination))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(staging), tracking_uri=tracking_uri
+            )
+            _move_content(Path(local), destination)
+        except mlflow.exceptions.MlflowException as error:
+            field = "artifactPath" if relative else "path"
+            raise _refusal(reference, tracking_uri, error, field) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("downloaded %s (version %s) from %s", reference, version, _redacted(tracking_uri))
+
+    def _tracking_uri(self, mlflow: Any) -> str:
+        """The configured tracking URI, else `MLFLOW_TRACKING_URI` as mlflow reads it."""
+        uri: str | None = (
+            self.options.mlflow_tracking_uri
+            or mlflow.environment_variables.MLFLOW_TRACKING_URI.get()
+        )
+        if not uri:
+            raise CreateServableRequestInvalidError(
+                "models:/ locations need an MLflow tracking server, and none is configured: "
+                "set storage.mlflow_tracking_uri (FORESTFLOW_STORAGE__MLFLOW_TRACKING_URI) "
+                "or MLFLOW_TRACKING_URI",
+                field="path",
+            )
+        return uri
+
+    def _check_reachable(self, tracking_uri: str) -> None:
+        """Refuse quickly when an HTTP tracking server does not answer at all.
+
+        mlflow's client retries a refused connection with backoff for minutes; one plain
+        request with the storage timeout tells the client what is wrong at once.
+        """
+        if urlsplit(tracking_uri).scheme.lower() not in ("http", "https"):
+            return
+        import requests  # noqa: PLC0415 - a dependency of mlflow, imported with it
+
+        try:
+            requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=self.options.timeout_s)
+        except requests.exceptions.SSLError:
+            return  # it answers; mlflow's own TLS settings may still accept it
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+            raise CreateServableRequestInvalidError(
+                f"MLflow tracking server {_redacted(tracking_uri)} is unreachable: "
+                f"{type(error).__name__}",
+                field="path",
+            ) from None
+
+    @staticmethod
+    def _version(client: Any, reference: ModelReference) -> str:
+        """The version number `reference` names (an alias resolved now)."""
+        if reference.alias is not None:
+            return str(client.get_model_version_by_alias(reference.name, reference.alias).version)
+        return str(client.get_model_version(reference.name, reference.version).version)
+
+
+def _import_mlflow() -> Any:
+    """mlflow's client modules, or a 422 naming the package to install."""
+    try:
+        import mlflow.artifacts  # noqa: PLC0415 - heavy, needed only for models:/ paths
+        import mlflow.environment_variables  # noqa: PLC0415
+        import mlflow.exceptions  # noqa: PLC0415
+        import mlflow.tracking  # noqa: PLC0415
+    except ImportError:
+        raise CreateServableRequestInvalidError(
+            "models:/ locations need the 'mlflow-skinny' package, which is not installed; "
+            "install it with: pip install 'forestflow[mlflow]'",
+            field="path",
+        ) from None
+    return mlflow
+
+
+def _relative_artifact_path(artifact_path: str | None) -> str | None:
+    """`artifact_path` as a relative POSIX path inside the model version; 422 if it leaves it."""
+    if not artifact_path:
+        return None
+    relative = posixpath.normpath(artifact_path.strip("/"))
+    if relative == "." or relative.startswith(".."):
+        raise CreateServableRequestInvalidError(
+            f"{artifact_path!r} must name a path inside the model version", field="artifactPath"
+        )
+    return relative
+
+
+def _refusal(
+    reference: ModelReference, tracking_uri: str, error: Any, field: str
+) -> CreateServableRequestInvalidError:
+    """A 422 explaining an mlflow error in one line (its first, without the code prefix)."""
+    code = str(getattr(error, "error_code", ""))
+    lines = str(getattr(error, "message", error)).strip().splitlines() or ["(no detail)"]
+    detail = _redacted(lines[0][:300]).removeprefix(f"{code}: ")
+    where = f"the MLflow registry at {_redacted(tracking_uri)}"
+    if code in _NOT_FOUND_CODES:
+        message = f"{reference} not found in {where}: {detail}"
+    else:
+        message = f"could not fetch {reference} from {where}: {detail}"
+    return CreateServableRequestInvalidError(message, field=field)
+
+
+def _move_content(source: Path, destination: Path) -> None:
+    """Move a directory's entries (or a single file) into `destination`."""
+    entries = sorted(source.iterdir()) if source.is_dir() else [source]
+    for entry in entries:
+        shutil.move(entry, destination / entry.name)
+
+
+def _redacted(uri: str) -> str:
+    """`uri` without the credentials it may carry."""
+    return _CREDENTIALS.sub("***@", uri)

@@ -1,0 +1,245 @@
+"""The S3 fetcher: `s3://bucket/key-or-prefix` on AWS or any S3-compatible store.
+
+- When the key names an object, that object is downloaded; an archive (.zip, .tar.gz,
+  .tgz, .tar) is extracted safely and `artifact_path` then selects a sub-directory of it,
+  as for HTTP(S) (see `forestflow.artifacts.http`).
+- Otherwise the key is a "directory" prefix: every object under `prefix/` (or under
+  `prefix/artifact_path/` when `artifact_path` is given) is downloaded, keeping its path
+  relative to the prefix. Keys that would land outside the destination (`..`, `//`) are
+  refused.
+
+The endpoint is `StorageOptions.s3_endpoint_url` (None = boto3's default, which honours
+`AWS_ENDPOINT_URL`); credentials, region and retries come from boto3's default chain
+(environment variables, `~/.aws`, instance roles). Failures are a 422 naming `path`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+from typing import Any
+
+from forestflow.artifacts.archives import install_download
+from forestflow.artifacts.base import ArtifactFetcher
+from forestflow.artifacts.http import DownloadProgress
+from forestflow.errors import CreateServableRequestInvalidError
+
+log = logging.getLogger(__name__)
+
+_CREDENTIAL_ERRORS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken")
+_DENIED = ("AccessDenied", "AllAccessDisabled", "403")
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+class S3Fetcher(ArtifactFetcher):
+    """One object (a file or an archive), or every object under a prefix, from S3."""
+
+    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> None:
+        """Download `location` into `destination`."""
+        boto3, botocore = _boto3()
+        bucket, key = _split(location)
+        client = self._client(boto3, botocore)
+        job = _S3Download(client, location, bucket, destination)
+        try:
+            job.run(key, artifact_path)
+        except botocore.exceptions.BotoCoreError as error:
+            raise _transport_error(botocore, location, client, error) from None
+        except botocore.exceptions.ClientError as error:
+            raise _client_error(location, bucket, error) from None
+        except (FileExistsError, IsADirectoryError, NotADirectoryError) as error:
+            # "a" and "a/b" both objects: a file cannot also be a directory
+            raise CreateServableRequestInvalidError(
+                f"{location} has keys that are both a file and a directory: "
+                f"{Path(error.filename or '').name!r}",
+                field="path",
+            ) from None
+
+    def _client(self, boto3: ModuleType, botocore: ModuleType) -> Any:
+        timeout = self.options.timeout_s
+        config = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout)
+        try:
+            return boto3.session.Session().client(
+                "s3", endpoint_url=self.options.s3_endpoint_url, config=config
+            )
+        except (botocore.exceptions.BotoCoreError, ValueError) as error:
+            raise CreateServableRequestInvalidError(
+                f"cannot set up the S3 client: {error}", field="path"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _S3Download:
+    """One fetch: the client, the location as given, its bucket and the destination."""
+
+    client: Any
+    location: str
+    bucket: str
+    destination: Path
+
+    def run(self, key: str, artifact_path: str | None) -> None:
+        """Fetch the object `key`, else the objects under `key[/artifact_path]/`."""
+        head = self._head(key)
+        if head is not None:
+            self._fetch_object(key, head, artifact_path)
+            return
+        parts = (part.strip("/") for part in (key, artifact_path or ""))
+        prefix = "/".join(part for part in parts if part)
+        if artifact_path and (sub_head := self._head(prefix)) is not None:
+            self._fetch_object(prefix, sub_head, None)
+            return
+        self._fetch_prefix(prefix)
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's metadata, or None when `key` is not an object (maybe a prefix)."""
+        if not key or key.endswith("/"):
+            return None
+        try:
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as error:
+            code = _code(error)
+            # 403 as well: without s3:ListBucket a missing key answers 403, and listing
+            # next gives the precise reason (wrong credentials, no such bucket, ...)
+            if code in _MISSING or code == "403":
+                return None
+            raise
+        return head
+
+    def _fetch_object(self, key: str, head: dict[str, Any], artifact_path: str | None) -> None:
+        url = f"s3://{self.bucket}/{key}"
+        size = int(head.get("ContentLength", 0))
+        if size == 0:
+            raise CreateServableRequestInvalidError(f"{url} is an empty object", field="path")
+        download = self.destination / f".forestflow-download-{uuid.uuid4().hex}"
+        try:
+            progress = DownloadProgress(url, size)
+            self.client.download_file(self.bucket, key, str(download), Callback=progress.advance)
+            progress.finish()
+            install_download(
+                download,
+                PurePosixPath(key).name,
+                self.destination,
+                artifact_path=artifact_path,
+                source=self.location,
+                content_type=head.get("ContentType"),
+            )
+        finally:
+            download.unlink(missing_ok=True)
+
+    def _fetch_prefix(self, prefix: str) -> None:
+        listed = prefix + "/" if prefix else ""
+        url = f"s3://{self.bucket}/{listed}"
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=listed
+        )
+        listing = [
+            (obj["Key"], int(obj["Size"])) for page in pages for obj in page.get("Contents", [])
+        ]
+        # "folder" markers (keys ending in "/", as consoles create) become empty directories
+        folders = [key for key, _ in listing if key.endswith("/") and key != listed]
+        objects = [(key, size) for key, size in listing if not key.endswith("/")]
+        if not objects:
+            raise CreateServableRequestInvalidError(
+                f"no objects under {url} (nor an object s3://{self.bucket}/{prefix})",
+                field="path",
+            )
+        targets = [(key, self._target(key, listed)) for key, _ in objects]
+        for folder in folders:
+            self._target(folder, listed).mkdir(parents=True, exist_ok=True)
+        progress = DownloadProgress(url, sum(size for _, size in objects))
+        for key, target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, key, str(target), Callback=progress.advance)
+        progress.finish()
+        log.info("fetched %d objects from %s", len(objects), url)
+
+    def _target(self, key: str, listed: str) -> Path:
+        """Where object `key` goes under the destination; keys escaping it are refused."""
+        relative = key[len(listed) :]
+        parts = relative.split("/")
+        if relative.startswith("/") or ".." in parts or "\x00" in relative:
+            raise CreateServableRequestInvalidError(
+                f"{self.location}: object key {key!r} would be written outside the artifact "
+                "directory; refusing to fetch it",
+                field="path",
+            )
+        return self.destination.joinpath(*(part for part in parts if part not in ("", ".")))
+
+
+def _boto3() -> tuple[ModuleType, ModuleType]:
+    try:
+        import boto3  # noqa: PLC0415 - optional dependency, imported on first use
+        import botocore.config  # noqa: PLC0415
+        import botocore.exceptions  # noqa: PLC0415
+    except ImportError:
+        raise CreateServableRequestInvalidError(
+            "s3:// locations need the 'boto3' package, which is not installed; "
+            "install it with: pip install 'forestflow[s3]'",
+            field="path",
+        ) from None
+    return boto3, botocore
+
+
+def _split(location: str) -> tuple[str, str]:
+    """`s3://bucket/key` → (bucket, key); keys are taken as written, not URL-decoded."""
+    _, _, rest = location.partition("://")
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise CreateServableRequestInvalidError(
+            f"{location} names no bucket; expected s3://bucket/prefix", field="path"
+        )
+    return bucket, key
+
+
+def _code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _client_error(
+    location: str, bucket: str, error: Exception
+) -> CreateServableRequestInvalidError:
+    code = _code(error)
+    detail = str(response_message(error) or code)
+    if code == "NoSuchBucket":
+        message = f"S3 bucket {bucket!r} does not exist ({location})"
+    elif code in _CREDENTIAL_ERRORS:
+        message = f"wrong S3 credentials for {location}: {code}: {detail}"
+    elif code in _DENIED:
+        message = (
+            f"access denied to {location}: wrong S3 credentials or no permission to read it "
+            f"({code}: {detail})"
+        )
+    else:
+        message = f"S3 error on {location}: {code}: {detail}"
+    return CreateServableRequestInvalidError(message, field="path")
+
+
+def response_message(error: Exception) -> str | None:
+    """The `Message` S3 sent with an error, if any."""
+    response = getattr(error, "response", None) or {}
+    message = response.get("Error", {}).get("Message")
+    return str(message) if message else None
+
+
+def _transport_error(
+    botocore: ModuleType, location: str, client: Any, error: Exception
+) -> CreateServableRequestInvalidError:
+    endpoint = client.meta.endpoint_url
+    exceptions = botocore.exceptions
+    if isinstance(error, exceptions.ConnectTimeoutError | exceptions.ReadTimeoutError):
+        message = f"the S3 endpoint {endpoint} timed out fetching {location}: {error}"
+    elif isinstance(error, exceptions.EndpointConnectionError):
+        message = f"cannot reach the S3 endpoint {endpoint}: {error}"
+    elif isinstance(error, exceptions.NoCredentialsError | exceptions.PartialCredentialsError):
+        message = (
+            f"no usable S3 credentials for {location} ({error}); set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, a profile in ~/.aws, or an instance role"
+        )
+    elif isinstance(error, exceptions.ParamValidationError):
+        message = f"{location} is not a valid S3 location: {error}"
+    else:
+        message = f"fetching {location} from {endpoint} failed: {type(error).__name__}: {error}"
+    return CreateServableRequestInvalidError(message, field="path")

@@ -1,0 +1,223 @@
+"""MlflowRegistryFetcher against a real `mlflow server` on 127.0.0.1 (started once per session)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from forestflow.artifacts.base import StorageOptions, fetcher_for
+from forestflow.artifacts.mlflow_registry import MlflowRegistryFetcher
+from forestflow.errors import CreateServableRequestInvalidError
+from tests.payloads import EXAMPLES, FIXTURES
+
+MLFLOW_ONNX_MODEL = FIXTURES / "mlflow" / "onnx" / "gbr_powerplant_onnx"
+ENERGY_OUTPUT = EXAMPLES / "energy_output"
+MODEL_NAME = "powerplant-fetcher"
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running tracking server and a client bound to it."""
+
+    uri: str
+    client: Any  # mlflow.MlflowClient, imported lazily (importing mlflow costs seconds)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], uri: str, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{uri}/health", timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        try:  # paces the polling and notices a server that died
+            code = process.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
+        raise RuntimeError(f"mlflow server exited with {code}:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"mlflow server not healthy after 180 s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    root = tmp_path_factory.mktemp("mlflow-server")
+    uri = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", uri.rsplit(":", 1)[1], "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(root / "artifacts")]
+    # no telemetry, and no background job workers this test never uses
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    log = root / "server.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        wait_until_healthy(process, uri, log)
+        from mlflow import MlflowClient
+
+        yield MlflowServer(uri, MlflowClient(tracking_uri=uri))
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the CLI and the uvicorn it started
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def register(server: MlflowServer, name: str, directory: Path) -> str:
+    """Log `directory` as a run's `model` artifact and register it; return the version."""
+    client = server.client
+    run_id = client.create_run("0").info.run_id
+    client.log_artifacts(run_id, str(directory), "model")
+    client.set_terminated(run_id)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    return str(client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id).version)
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server: MlflowServer) -> MlflowServer:
+    """Version 1 = the MLflow ONNX fixture, version 2 = the energy_output example (@champion)."""
+    assert register(mlflow_server, MODEL_NAME, MLFLOW_ONNX_MODEL) == "1"
+    assert register(mlflow_server, MODEL_NAME, ENERGY_OUTPUT) == "2"
+    mlflow_server.client.set_registered_model_alias(MODEL_NAME, "champion", "2")
+    return mlflow_server
+
+
+@pytest.fixture
+def destination(tmp_path: Path) -> Path:
+    target = tmp_path / "cache" / "incoming"
+    target.mkdir(parents=True)
+    return target
+
+
+def fetcher_of(server: MlflowServer) -> MlflowRegistryFetcher:
+    return MlflowRegistryFetcher(StorageOptions(mlflow_tracking_uri=server.uri, timeout_s=10))
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in directory.rglob("*")
+        if path.is_file()
+    }
+
+
+class TestMlflowRegistryFetch:
+    def test_fetch_by_version_copies_the_model_version(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        fetcher_of(registered).fetch(f"models:/{MODEL_NAME}/1", None, destination)
+        assert files(destination) == files(MLFLOW_ONNX_MODEL)
+        assert [p.name for p in destination.parent.iterdir()] == ["incoming"]
+
+    def test_fetch_by_alias_copies_the_version_it_points_to(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        fetcher_of(registered).fetch(f"models:/{MODEL_NAME}@champion", None, destination)
+        assert files(destination) == files(ENERGY_OUTPUT)
+
+    def test_artifact_path_keeps_only_that_file(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        fetcher_of(registered).fetch(f"models:/{MODEL_NAME}/1", "/model.onnx", destination)
+        assert files(destination) == {"model.onnx": (MLFLOW_ONNX_MODEL / "model.onnx").read_bytes()}
+
+    def test_tracking_uri_defaults_to_the_mlflow_environment_variable(
+        self, registered: MlflowServer, destination: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.uri)
+        fetcher = MlflowRegistryFetcher(StorageOptions())
+        fetcher.fetch(f"models:/{MODEL_NAME}/2", None, destination)
+        assert files(destination) == files(ENERGY_OUTPUT)
+
+    def test_the_registry_gives_no_fqrv(self) -> None:
+        fetcher = fetcher_for(f"models:/{MODEL_NAME}/1", StorageOptions())
+        assert isinstance(fetcher, MlflowRegistryFetcher)
+        assert fetcher.fqrv_hint(f"models:/{MODEL_NAME}/1") is None
+
+
+class TestMlflowRegistryRefusals:
+    @pytest.mark.parametrize(
+        ("location", "detail"),
+        [
+            (f"models:/{MODEL_NAME}/9", f"Model Version (name={MODEL_NAME}, version=9) not found"),
+            ("models:/no-such-model/1", "Model Version (name=no-such-model, version=1) not found"),
+            (f"models:/{MODEL_NAME}@no-such-alias", "Registered model alias no-such-alias not"),
+        ],
+    )
+    def test_unknown_model_version_or_alias_is_refused(
+        self, registered: MlflowServer, destination: Path, location: str, detail: str
+    ) -> None:
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            fetcher_of(registered).fetch(location, None, destination)
+        assert refused.value.field == "path"
+        assert refused.value.message.startswith(
+            f"{location} not found in the MLflow registry at {registered.uri}: "
+        )
+        assert detail in refused.value.message
+        assert list(destination.iterdir()) == []
+
+    @pytest.mark.parametrize("artifact_path", ["no-such-file.onnx", "../other", "."])
+    def test_bad_artifact_path_is_refused(
+        self, registered: MlflowServer, destination: Path, artifact_path: str
+    ) -> None:
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            fetcher_of(registered).fetch(f"models:/{MODEL_NAME}/1", artifact_path, destination)
+        assert refused.value.field == "artifactPath"
+        assert list(destination.iterdir()) == []
+
+    @pytest.mark.parametrize(
+        "location",
+        ["models:/", f"models:/{MODEL_NAME}", f"models:/{MODEL_NAME}/latest", "models://x/1"],
+    )
+    def test_malformed_locations_are_refused(self, destination: Path, location: str) -> None:
+        fetcher = MlflowRegistryFetcher(StorageOptions(mlflow_tracking_uri="http://127.0.0.1:1"))
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            fetcher.fetch(location, None, destination)
+        assert refused.value.message == (
+            f"{location!r}: use models:/<name>/<version> or models:/<name>@<alias>"
+        )
+
+    def test_an_unreachable_server_is_refused_at_once(self, destination: Path) -> None:
+        uri = f"http://user:s3cret@127.0.0.1:{free_port()}"
+        fetcher = MlflowRegistryFetcher(StorageOptions(mlflow_tracking_uri=uri, timeout_s=5))
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            fetcher.fetch("models:/anything/1", None, destination)
+        assert refused.value.field == "path"
+        assert refused.value.message == (
+            f"MLflow tracking server http://***@127.0.0.1:{uri.rsplit(':', 1)[1]} is "
+            "unreachable: ConnectionError"
+        )
+
+    def test_without_a_tracking_uri_deploys_are_refused(
+        self, destination: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            MlflowRegistryFetcher(StorageOptions()).fetch("models:/m/1", None, destination)
+        assert refused.value.message.startswith(
+            "models:/ locations need an MLflow tracking server, and none is configured"
+        )
