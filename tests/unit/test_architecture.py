@@ -84,8 +84,31 @@ def test_every_layer_is_checked() -> None:
     assert layers <= set(ALLOWED) | {"feedback"}, layers - set(ALLOWED)
 
 
-def test_importing_forestflow_loads_no_server_or_model_library() -> None:
-    heavy = ["fastapi", "starlette", "uvicorn", "grpc", "onnxruntime", "sklearn", "pandas", "h2o"]
-    code = f"import sys, forestflow; print([m for m in {heavy!r} if m in sys.modules])"
+MODEL_AND_STORAGE_LIBRARIES = [
+    "onnxruntime",
+    "sklearn",
+    "pandas",
+    "h2o",
+    "jpype",
+    "xgboost",
+    "lightgbm",
+    "mlflow",
+    "boto3",
+    "botocore",
+]
+
+
+def _loaded_after(statement: str, modules: list[str]) -> str:
+    code = f"import sys; {statement}; print([m for m in {modules!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return out.stdout.strip()
+
+
+def test_importing_forestflow_loads_no_server_or_model_library() -> None:
+    heavy = ["fastapi", "starlette", "uvicorn", "grpc", *MODEL_AND_STORAGE_LIBRARIES]
+    assert _loaded_after("import forestflow", heavy) == "[]"
+
+
+def test_the_server_imports_flavor_and_storage_libraries_only_on_first_use() -> None:
+    statement = "import forestflow.app, forestflow.cli"
+    assert _loaded_after(statement, MODEL_AND_STORAGE_LIBRARIES) == "[]"

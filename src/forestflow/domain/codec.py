@@ -23,6 +23,7 @@ from forestflow.errors import ForestFlowError, InvalidField
 
 T = TypeVar("T")
 JSON = Any
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT_STRING = re.compile(r"-?[0-9]+")
 
 
@@ -124,6 +125,13 @@ def _decode_mapping(tp: Any, data: JSON, path: str) -> dict[str, Any]:
 
 
 def _decode_int(data: JSON, path: str) -> int:
+    value = _parse_int(data, path)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _fail(path, f"{data!r} is out of range: integers are signed 64-bit")
+    return value
+
+
+def _parse_int(data: JSON, path: str) -> int:
     if isinstance(data, bool):
         raise _fail(path, "expected an integer, got boolean")
     if isinstance(data, int):

@@ -9,6 +9,9 @@ from forestflow.domain.codec import wire
 from forestflow.errors import InvalidField
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+MAX_NAME_LENGTH = 128
+"""Longest organization, project or release version: names become path segments."""
+MAX_CONTRACT_NUMBER = 2**63 - 1
 
 
 def check_name(value: str, field: str) -> str:
@@ -16,6 +19,10 @@ def check_name(value: str, field: str) -> str:
 
     `.` and `..` are refused too: names become directory names in the artifact cache.
     """
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidField(
+            f"name is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}", field=field
+        )
     if not NAME_PATTERN.fullmatch(value) or value in (".", ".."):
         raise InvalidField(
             f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-' "
@@ -36,8 +43,10 @@ class Contract:
     def __post_init__(self) -> None:
         check_name(self.organization, "organization")
         check_name(self.project, "project")
-        if self.contract_number < 0:
-            raise InvalidField("must be an integer >= 0", field="contractNumber")
+        if not 0 <= self.contract_number <= MAX_CONTRACT_NUMBER:
+            raise InvalidField(
+                f"must be an integer >= 0 and <= {MAX_CONTRACT_NUMBER}", field="contractNumber"
+            )
 
     def __str__(self) -> str:
         return f"{self.organization}.{self.project}.{self.contract_number}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,6 +127,8 @@ def _column(values: list[Any], tensor_type: TensorType, name: str) -> Column:
         if value is not None and not check(value):
             raise _invalid(name, f"row {row}: {value!r} is not a valid {tensor_type.value} value")
     has_missing = any(value is None for value in values)
+    if tensor_type.is_integer or tensor_type.is_float:
+        _check_range(values, tensor_type, name)
     if tensor_type.is_float or (tensor_type.is_integer and has_missing):
         dtype = tensor_type.dtype if tensor_type.is_float else np.dtype(np.float64)
         return np.array([math.nan if v is None else v for v in values], dtype=dtype)
@@ -140,12 +143,37 @@ def _column(values: list[Any], tensor_type: TensorType, name: str) -> Column:
     return column
 
 
+_RANGES: dict[TensorType, tuple[float, float]] = {
+    TensorType.Int8: (-(2**7), 2**7 - 1),
+    TensorType.Int16: (-(2**15), 2**15 - 1),
+    TensorType.Int32: (-(2**31), 2**31 - 1),
+    TensorType.Int64: (-(2**63), 2**63 - 1),
+    TensorType.Float16: (-65504.0, 65504.0),
+    TensorType.Float32: (float(np.finfo(np.float32).min), float(np.finfo(np.float32).max)),
+    TensorType.Float64: (-sys.float_info.max, sys.float_info.max),
+}
+"""The values each numeric type holds; anything outside would wrap around or become inf."""
+
+
+def _check_range(values: list[Any], tensor_type: TensorType, name: str) -> None:
+    """Refuse values the column's dtype cannot hold (instead of wrapping or becoming inf)."""
+    low, high = _RANGES[tensor_type]
+    for row, value in enumerate(values):
+        if value is not None and not low <= value <= high:
+            raise _invalid(
+                name,
+                f"row {row}: {value!r} is out of range for {tensor_type.value} [{low}, {high}]",
+            )
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _is_integer(value: Any) -> bool:
-    return _is_number(value) and float(value).is_integer()
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 _CHECKS: dict[TensorType, Callable[[Any], bool]] = {

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forestflow.api.rest.responses import JSONResponse
 from forestflow.domain.codec import encode
@@ -52,14 +53,41 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"method {request.method} is not allowed on {request.url.path}"
         return JSONResponse({name: {"errorMessage": detail}}, status_code=error.status_code)
 
-    async def on_unexpected(request: Request, error: Exception) -> Response:
-        log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-        return JSONResponse(
-            {"InternalServerError": {"errorMessage": "internal server error; see the server log"}},
-            status_code=500,
-        )
-
     app.add_exception_handler(ForestFlowError, on_forestflow_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_middleware(InternalErrorMiddleware)
+
+
+class InternalErrorMiddleware:
+    """Answer an unexpected exception with a clean 500 and keep the connection usable.
+
+    Starlette's own catch-all handler answers and then re-raises, which makes the ASGI
+    server log a second traceback and drop the connection; this one answers and stops.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("%s %s failed unexpectedly", scope.get("method"), scope.get("path"))
+            if started:  # too late to answer; let the server close the connection
+                raise
+            body = {
+                "InternalServerError": {"errorMessage": "internal server error; see the server log"}
+            }
+            await JSONResponse(body, status_code=500)(scope, receive, send)

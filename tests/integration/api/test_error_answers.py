@@ -1,0 +1,56 @@
+"""Answers to failures that are not the client's fault, or not obviously so."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from starlette.requests import Request
+
+from tests.integration.api.conftest import HarnessFactory
+from tests.payloads import SINGLE_INPUT_MODEL, contract_settings, serve_body
+
+
+class TestUnexpectedFailure:
+    async def test_is_a_clean_500_and_the_server_keeps_answering(
+        self, harness_factory: HarnessFactory
+    ) -> None:
+        harness = await harness_factory()
+
+        async def broken(request: Request) -> None:
+            raise RuntimeError("a bug")
+
+        harness.app.asgi.add_route("/broken", broken)
+
+        response = await harness.client.get("/broken")
+
+        assert response.status_code == 500
+        assert response.json() == {
+            "InternalServerError": {"errorMessage": "internal server error; see the server log"}
+        }
+        assert "a bug" not in response.text
+        assert (await harness.client.get("/contracts/list")).status_code == 200
+
+
+class TestDeployingTheDataDirectory:
+    async def test_is_refused_naming_path(
+        self, harness_factory: HarnessFactory, tmp_path: Path
+    ) -> None:
+        source = tmp_path / "models"
+        shutil.copytree(SINGLE_INPUT_MODEL, source)
+        # the data dir sits inside the deployed directory: copying that directory into
+        # the cache would copy the cache into itself
+        harness = await harness_factory(data_dir=source / "data")
+        client = harness.client
+        await client.post("/contract/samples/energy_output/0", json=contract_settings())
+
+        response = await client.post("/servable", json=serve_body("v1", path=source))
+
+        assert response.status_code == 422, response.text
+        error = response.json()["CreateServableRequestInvalidError"]
+        assert error["field"] == "path"
+        assert "data directory" in error["errorMessage"]
+        assert (await client.get("/samples/energy_output/0/list")).json() == []
+        assert sorted(p.name for p in source.iterdir()) == sorted(
+            [*(p.name for p in SINGLE_INPUT_MODEL.iterdir()), "data"]
+        )
