@@ -81,7 +81,10 @@ def fetcher_for(location: str, options: StorageOptions) -> ArtifactFetcher:
     """The fetcher for `location`'s protocol; unknown protocols raise a 422 naming `path`."""
     protocol = protocol_of(location)
     if protocol not in ArtifactFetcher.registry:
-        known = ", ".join(f"{name}://" for name in ArtifactFetcher.registry.names())
+        known = ", ".join(
+            f"{name}:/" if name == "models" else f"{name}://"
+            for name in ArtifactFetcher.registry.names()
+        )
         raise CreateServableRequestInvalidError(
             f"unsupported storage protocol '{protocol}://'; supported: {known}, "
             "git@host:org/repo.git#tag and plain paths",

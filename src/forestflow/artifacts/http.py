@@ -20,6 +20,7 @@ failure, timeout, an HTTP status other than 2xx, an empty body, a broken archive
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -108,7 +109,13 @@ class HttpFetcher(ArtifactFetcher):
         """Download `location` into `destination`, extracting it when it is an archive."""
         download = destination / f".forestflow-download-{uuid.uuid4().hex}"
         try:
-            name, content_type = self._download(location, download)
+            try:
+                name, content_type = self._download(location, download)
+            except CreateServableRequestInvalidError as error:
+                # the client sees the message; the URL's user:password must not be in it
+                raise CreateServableRequestInvalidError(
+                    redact_credentials(error.message), field=error.field
+                ) from None
             install_download(
                 download,
                 name,
@@ -124,7 +131,7 @@ class HttpFetcher(ArtifactFetcher):
         """Stream `location` to `target`; return the file's name and its Content-Type."""
         httpx = _httpx()
         timeout = self.options.timeout_s
-        log.info("downloading %s", location)
+        log.info("downloading %s", redact_credentials(location))
         try:
             with (
                 httpx.Client(timeout=timeout, follow_redirects=True) as client,
@@ -143,6 +150,14 @@ class HttpFetcher(ArtifactFetcher):
         return name, response.headers.get("content-type")
 
 
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the user:password of every URL in it replaced by `***`."""
+    return _USERINFO.sub("***@", text)
+
+
 def _httpx() -> ModuleType:
     try:
         import httpx  # noqa: PLC0415 - optional dependency, imported on first use
@@ -158,7 +173,9 @@ def _httpx() -> ModuleType:
 def _save(response: Any, target: Path, location: str) -> int:
     """Write the body to `target` in chunks, logging progress; return its size."""
     length = response.headers.get("content-length")
-    progress = DownloadProgress(location, int(length) if length and length.isdigit() else None)
+    progress = DownloadProgress(
+        redact_credentials(location), int(length) if length and length.isdigit() else None
+    )
     with target.open("wb") as out:
         for chunk in response.iter_bytes(_CHUNK):
             out.write(chunk)

@@ -132,6 +132,19 @@ class TestFailures:
         url = served.url("missing.onnx")
         assert refused(url, dest) == f"GET {url} answered HTTP 404 File not found"
 
+    def test_credentials_in_the_url_are_not_repeated(
+        self, served: FileServer, dest: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        url = served.url("missing.onnx").replace("://", "://alice:s3cret@")
+        caplog.set_level(logging.INFO, logger="forestflow.artifacts.http")
+
+        message = refused(url, dest)
+
+        assert "s3cret" not in message
+        assert "://***@" in message
+        assert "answered HTTP 404" in message
+        assert "s3cret" not in caplog.text
+
     def test_404_after_a_redirect_names_both_urls(self, served: FileServer, dest: Path) -> None:
         message = refused(served.url("redirect/missing.zip"), dest)
         assert f"(redirected to {served.url('missing.zip')}) answered HTTP 404" in message

@@ -228,11 +228,16 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
 
 
 def _serve_request(body: Any, fqrv: FQRV | None = None) -> ServeRequest:
-    """Decode a serve request: wrapped by its type name (`{"MLFlowServeRequest": {...}}`), or
-    bare — a BasicServeRequest when it names a `flavor`, else an MLFlowServeRequest."""
+    """Decode a serve request: wrapped by its type name (`{"MLFlowServeRequest": {...}}`), in
+    the `type` form, or bare — a BasicServeRequest when it names a `flavor`, else an
+    MLFlowServeRequest."""
     kind = CreateServableRequestInvalidError
     request: ServeRequest
-    if isinstance(body, dict) and len(body) == 1 and next(iter(body)) in ServeRequest.registry:
+    wrapper = (
+        isinstance(body, dict) and len(body) == 1 and next(iter(body)) in ServeRequest.registry
+    )
+    typed = isinstance(body, dict) and body.get("type") in ServeRequest.registry
+    if wrapper or typed:
         request = _decode_as(kind, cast(Any, ServeRequest), body)
     elif isinstance(body, dict) and "flavor" not in body:
         request = _decode_as(kind, MLFlowServeRequest, body)

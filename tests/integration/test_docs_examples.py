@@ -1,0 +1,400 @@
+"""The examples of docs/storage.md and docs/flavors.md are what the server accepts.
+
+Every ```json block and every `curl -d` body must be valid JSON (with `$PWD` standing for
+the repository root, as the docs are run from there). Serve requests — the body of a
+`POST /servable`, or a JSON block that is one — go through the REST API's own parsing
+(`endpoints._serve_request`) and must be what their section documents: the storage
+protocol of `path`, the request type, the flavor, the FQRV of the answer shown after it.
+Score bodies go through the BASIC API's parser. Finally the worked examples that need
+nothing but this repository are run, command by command, against an in-process server,
+and the answers the docs show must be the ones it gives.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+
+from forestflow.api.rest.converters import parse_inference_request
+from forestflow.api.rest.endpoints import _serve_request
+from forestflow.app import create_app
+from forestflow.artifacts.base import StorageOptions, fetcher_for, protocol_of
+from forestflow.config import Settings
+from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
+from forestflow.domain.codec import encode
+from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.errors import CreateServableRequestInvalidError
+from forestflow.flavors.base import parse_flavor
+from forestflow.testing import FakeClock
+
+REPO = Path(__file__).resolve().parents[2]
+STORAGE = REPO / "docs" / "storage.md"
+FLAVORS = REPO / "docs" / "flavors.md"
+
+# The section of each worked example, and the storage protocol its `path` must have.
+STORAGE_PROTOCOLS = {
+    "Local files": "file",
+    "HTTP(S)": "http",
+    "S3": "s3",
+    "Git": "git",
+    "MLflow Model Registry": "models",
+}
+# The section of each flavor's worked example, and the flavor its BasicServeRequest names.
+FLAVOR_SECTIONS = {
+    "ONNX": "ONNX",
+    "Sklearn": "Sklearn",
+    "H2OMojo": "H2OMojo",
+    "XGBoost": "XGBoost",
+    "LightGBM": "LightGBM",
+    "PyFunc": "PyFunc",
+}
+MLFLOW_SECTION = "MLflow models"
+# What the docs say the server picks for each MLflow model directory they deploy.
+MLFLOW_CHOICES = {"logreg_iris_pipeline": "Sklearn", "xgb_breast_cancer_booster": "XGBoost"}
+# Sections whose commands need nothing outside this repository: run for real.
+RUNNABLE = [(FLAVORS, section) for section in [*FLAVOR_SECTIONS, MLFLOW_SECTION]] + [
+    (STORAGE, "Local files")
+]
+ANSWERS = ("Prediction", "ServableCreatedSuccessfully", "CreateServableRequestInvalidError")
+SERVABLE_PATH = re.compile(r"/servable(?:/([^/]+)/([^/]+)/(\d+)/([^/]+))?")
+SCORE_PATH = re.compile(r"/[^/]+/[^/]+/\d+(?:/[^/]+)?/score")
+
+
+# ------------------------------------------------------------------ reading the docs
+
+
+@dataclass(frozen=True)
+class Item:
+    """A JSON block, or one curl command of a bash block, in document order."""
+
+    doc: str
+    section: str  # the nearest heading above it, without its #s
+    line: int
+    body: Any  # the JSON block, or the curl's -d body (None without one)
+    method: str | None = None  # None for a JSON block
+    url: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc}:{self.line} ({self.section})"
+
+    @property
+    def is_curl(self) -> bool:
+        return self.method is not None
+
+    @property
+    def is_serve_request(self) -> bool:
+        if self.is_curl:
+            return SERVABLE_PATH.fullmatch(urlsplit(self.url or "").path) is not None
+        body = self.body
+        wrapped = (
+            isinstance(body, dict) and len(body) == 1 and next(iter(body)) in ServeRequest.registry
+        )
+        return wrapped or (isinstance(body, dict) and "path" in body)
+
+    def url_fqrv(self) -> FQRV | None:
+        """The FQRV of a `/servable/{org}/{project}/{n}/{release}` URL."""
+        match = SERVABLE_PATH.fullmatch(urlsplit(self.url or "").path)
+        if match is None or match[1] is None:
+            return None
+        return FQRV(Contract(match[1], match[2], int(match[3])), match[4])
+
+
+def items(doc: Path) -> list[Item]:
+    """Every JSON block and curl command of `doc`, in order, with the section it is in."""
+    found: list[Item] = []
+    section = ""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif line.startswith("```"):
+            language = line[3:].strip()
+            end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
+            text = "\n".join(lines[index + 1 : end])
+            where = (doc.name, section, index + 2)
+            if language == "json":
+                found.append(Item(*where, body=_json(text, f"{doc.name}:{index + 2}")))
+            elif language == "bash":
+                found.extend(_curls(text, *where))
+            index = end
+        index += 1
+    return found
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        pytest.fail(f"{where}: not valid JSON: {error}")
+
+
+def _commands(text: str) -> Iterator[list[str]]:
+    """The shell commands of a bash block as argument lists (quotes may span lines)."""
+    pending = ""
+    for line in text.replace("\\\n", " ").splitlines():
+        pending = f"{pending}\n{line}" if pending else line
+        try:
+            words = shlex.split(pending, comments=True)
+        except ValueError:  # an open quote: the command goes on
+            continue
+        pending = ""
+        if words:
+            yield words
+    assert not pending, f"unterminated shell command: {pending[:80]}"
+
+
+def _curls(text: str, doc: str, section: str, line: int) -> list[Item]:
+    found = []
+    for words in _commands(text):
+        if words[0] != "curl":
+            continue
+        method, url, body = "GET", None, None
+        arguments = iter(words[1:])
+        for word in arguments:
+            if word in ("-X", "--request"):
+                method = next(arguments)
+            elif word in ("-d", "--data", "--data-raw"):
+                method = "POST" if method == "GET" else method
+                raw = next(arguments).replace("$PWD", str(REPO))
+                assert "$" not in raw, f"{doc}:{line}: a shell variable the test cannot expand"
+                body = _json(raw, f"{doc}:{line} curl body")
+            elif word in ("-H", "--header", "-w", "--write-out"):
+                next(arguments)
+            elif word.startswith("http"):
+                url = word
+        assert url is not None, f"{doc}:{line}: a curl command without a URL"
+        found.append(Item(doc, section, line, body, method=method, url=url))
+    return found
+
+
+def serve_request(item: Item) -> ServeRequest:
+    """The request the REST API makes of the item's body (and URL)."""
+    try:
+        return _serve_request(item.body, item.url_fqrv())
+    except CreateServableRequestInvalidError as error:
+        pytest.fail(f"{item.where}: the server refuses this serve request: {error.describe()}")
+
+
+def local_directory(path: str) -> Path:
+    """The local directory a `file://` or plain `path` names (relative: to the repository)."""
+    parts = urlsplit(path)
+    local = Path(parts.path) if parts.scheme == "file" else Path(path)
+    return local if local.is_absolute() else REPO / local
+
+
+def answer_after(doc_items: list[Item], index: int) -> Any | None:
+    """The answer block shown right after item `index`, in its section, if any."""
+    following = doc_items[index + 1] if index + 1 < len(doc_items) else None
+    if following is None or following.is_curl or following.section != doc_items[index].section:
+        return None
+    body = following.body
+    return body if isinstance(body, dict) and next(iter(body), None) in ANSWERS else None
+
+
+def assert_known_block(item: Item) -> None:
+    """A JSON block is a serve request, a flavor, a score request or an answer."""
+    body = item.body
+    assert isinstance(body, dict), f"{item.where}: expected a JSON object"
+    assert body, f"{item.where}: an empty JSON object"
+    if item.is_serve_request:
+        serve_request(item)
+    elif set(body) == {"flavor"}:
+        parse_flavor(body["flavor"])
+    elif "schema" in body:
+        parse_inference_request(body)
+    else:
+        assert len(body) == 1, f"{item.where}: unrecognised JSON example"
+        assert next(iter(body)) in ANSWERS, f"{item.where}: unrecognised JSON example"
+
+
+# ------------------------------------------------------------------ parsing
+
+
+@pytest.mark.parametrize("doc", [STORAGE, FLAVORS], ids=lambda doc: doc.name)
+class TestEveryExampleParses:
+    def test_json_blocks_are_requests_or_answers(self, doc: Path) -> None:
+        blocks = [item for item in items(doc) if not item.is_curl]
+        assert blocks
+        for item in blocks:
+            assert_known_block(item)
+
+    def test_curl_bodies_are_serve_or_score_requests(self, doc: Path) -> None:
+        commands = [item for item in items(doc) if item.is_curl]
+        assert commands
+        for item in commands:
+            assert item.method == "POST", item.where
+            if item.is_serve_request:
+                serve_request(item)
+            else:
+                assert SCORE_PATH.fullmatch(urlsplit(item.url or "").path), item.where
+                assert parse_inference_request(item.body).n_rows > 0
+
+    def test_urls_are_the_make_run_server(self, doc: Path) -> None:
+        for item in items(doc):
+            if item.is_curl:
+                assert (item.url or "").startswith("http://127.0.0.1:8090/"), item.where
+
+    def test_a_served_answer_names_the_fqrv_the_request_deploys(self, doc: Path) -> None:
+        doc_items = items(doc)
+        checked = 0
+        for index, item in enumerate(doc_items):
+            answer = answer_after(doc_items, index)
+            if not item.is_serve_request or answer is None:
+                continue
+            if "ServableCreatedSuccessfully" in answer:
+                request = serve_request(item)
+                fetcher = fetcher_for(request.path, StorageOptions())
+                fqrv = request.fqrv or fetcher.fqrv_hint(request.path)
+                assert fqrv is not None, item.where
+                assert answer["ServableCreatedSuccessfully"]["fqrv"] == encode(fqrv), item.where
+                checked += 1
+        assert checked or doc == FLAVORS
+
+
+class TestStorageExamples:
+    def test_one_worked_example_per_protocol(self) -> None:
+        requests: dict[str, list[Item]] = {}
+        for item in items(STORAGE):
+            if item.is_curl and item.is_serve_request:
+                requests.setdefault(item.section, []).append(item)
+        assert sorted(requests) == sorted(STORAGE_PROTOCOLS)
+        for section, protocol in STORAGE_PROTOCOLS.items():
+            (item,) = requests[section]
+            assert protocol_of(serve_request(item).path) == protocol, item.where
+
+    def test_local_examples_name_directories_of_this_repository(self) -> None:
+        for item in items(STORAGE):
+            if item.is_serve_request:
+                path = serve_request(item).path
+                if protocol_of(path) == "file":
+                    assert local_directory(path).is_dir(), item.where
+
+    def test_the_unsupported_scheme_error_is_the_server_s(self) -> None:
+        errors = [
+            item
+            for item in items(STORAGE)
+            if item.section == "Errors" and "CreateServableRequestInvalidError" in item.body
+        ]
+        (item,) = errors
+        text = STORAGE.read_text(encoding="utf-8")
+        (location,) = re.findall(r'"path": "(ftp://[^"]+)"`', text)
+        with pytest.raises(CreateServableRequestInvalidError) as raised:
+            fetcher_for(location, StorageOptions())
+        documented = item.body["CreateServableRequestInvalidError"]
+        assert documented["errorMessage"] == raised.value.describe()
+        assert documented["field"] == raised.value.field == "path"
+        assert documented["StatusCode"] == raised.value.status == 422
+
+
+class TestFlavorExamples:
+    def test_one_worked_example_per_flavor(self) -> None:
+        requests: dict[str, list[Item]] = {}
+        for item in items(FLAVORS):
+            if item.is_curl and item.is_serve_request:
+                requests.setdefault(item.section, []).append(item)
+        assert sorted(requests) == sorted([*FLAVOR_SECTIONS, MLFLOW_SECTION])
+        for section, flavor in FLAVOR_SECTIONS.items():
+            (item,) = requests[section]
+            request = serve_request(item)
+            assert isinstance(request, BasicServeRequest), item.where
+            assert type(request.flavor).wire_name == flavor, item.where
+            (fields,) = encode(request.flavor).values()
+            model = fields.get("modelPath") or fields["mojoPath"]
+            directory = local_directory(request.path)
+            assert (directory / model).exists(), f"{item.where}: no {model} in {directory}"
+
+    def test_mlflow_examples_deploy_the_flavor_the_docs_name(self) -> None:
+        mlflow = [item for item in items(FLAVORS) if item.section == MLFLOW_SECTION]
+        requests = [serve_request(item) for item in mlflow if item.is_serve_request]
+        wrapped = [item for item in mlflow if not item.is_curl and item.is_serve_request]
+        assert len(requests) == 2
+        assert [next(iter(item.body)) for item in wrapped] == ["MLFlowServeRequest"]
+        for request in requests:
+            assert isinstance(request, MLFlowServeRequest)
+            directory = local_directory(request.path)
+            chosen = request.resolve_flavor(directory)
+            assert type(chosen).wire_name == MLFLOW_CHOICES[directory.name]
+
+    def test_a_request_without_flavor_is_an_mlflow_serve_request(self) -> None:
+        # the docs rely on this: a bare body without "flavor" is an MLFlowServeRequest
+        body = {
+            "path": "x",
+            "fqrv": {
+                "contract": {"organization": "a", "project": "b", "contractNumber": 0},
+                "releaseVersion": "v1",
+            },
+        }
+        assert isinstance(_serve_request(body), MLFlowServeRequest)
+        assert isinstance(_serve_request({**body, "flavor": "PyFunc"}), BasicServeRequest)
+
+
+# ------------------------------------------------------------------ running
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process server on a fresh data directory, as `make run` starts it."""
+    app = create_app(Settings(data_dir=tmp_path / "data", seed=7), clock=FakeClock())
+    await app.start(periodic=False)
+    assert app.ready, app.startup_error
+    transport = httpx.ASGITransport(app=app.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://docs") as http:
+        yield http
+    await app.shutdown()
+
+
+def assert_close(documented: Any, actual: Any, where: str) -> None:
+    """`documented` is `actual` with keys left out and numbers rounded."""
+    if isinstance(documented, dict):
+        assert isinstance(actual, dict), where
+        for key, value in documented.items():
+            assert key in actual, f"{where}: {key!r} is not in the answer"
+            assert_close(value, actual[key], f"{where}.{key}")
+    elif isinstance(documented, list):
+        assert isinstance(actual, list), where
+        assert len(actual) == len(documented), where
+        for i, (want, got) in enumerate(zip(documented, actual, strict=True)):
+            assert_close(want, got, f"{where}[{i}]")
+    elif isinstance(documented, float) or (
+        isinstance(documented, int) and isinstance(actual, float)
+    ):
+        assert math.isclose(documented, actual, rel_tol=1e-3, abs_tol=1e-4), (
+            f"{where}: documented {documented}, the server answers {actual}"
+        )
+    else:
+        assert documented == actual, f"{where}: documented {documented!r}, got {actual!r}"
+
+
+@pytest.mark.parametrize(
+    ("doc", "section"), RUNNABLE, ids=[f"{doc.name}:{section}" for doc, section in RUNNABLE]
+)
+class TestWorkedExamplesRun:
+    async def test_commands_answer_as_documented(
+        self, client: httpx.AsyncClient, doc: Path, section: str
+    ) -> None:
+        doc_items = items(doc)
+        ran = 0
+        for index, item in enumerate(doc_items):
+            if item.section != section or not item.is_curl:
+                continue
+            target = urlsplit(item.url or "").path
+            response = await client.request(item.method or "GET", target, json=item.body)
+            assert response.status_code in (200, 201), f"{item.where}: {response.text}"
+            answer = answer_after(doc_items, index)
+            if answer is not None:
+                assert_close(answer, response.json(), item.where)
+            ran += 1
+        assert ran
