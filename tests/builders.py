@@ -19,7 +19,14 @@ from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.metrics import Ordering, ServableMetrics
 from forestflow.domain.phase_in import ImmediatePhaseIn, LinearTimeBasedPhaseIn, PhaseInPolicy
-from forestflow.domain.routers import FairPhaseInPctBasedRouter, LatestPhaseInPctBasedRouter, Router
+from forestflow.domain.routers import (
+    BestPerformerRouter,
+    EpsilonGreedyRouter,
+    FairPhaseInPctBasedRouter,
+    LatestPhaseInPctBasedRouter,
+    Router,
+    ThompsonSamplingRouter,
+)
 from forestflow.domain.settings import (
     ContractSettings,
     LoggingSettings,
@@ -124,8 +131,15 @@ expiration_policies: st.SearchStrategy[ExpirationPolicy] = st.one_of(
     st.builds(KeepTopRanked, st.integers(min_value=1, max_value=100), names, orderings),
 )
 
-routers: st.SearchStrategy[Router] = st.sampled_from(
-    [FairPhaseInPctBasedRouter(), LatestPhaseInPctBasedRouter()]
+routers: st.SearchStrategy[Router] = st.one_of(
+    st.sampled_from([FairPhaseInPctBasedRouter(), LatestPhaseInPctBasedRouter()]),
+    st.builds(BestPerformerRouter, names, orderings),
+    st.builds(EpsilonGreedyRouter, names, st.floats(min_value=0, max_value=1), orderings),
+    st.builds(
+        ThompsonSamplingRouter,
+        st.floats(min_value=1e-6, max_value=1e6),
+        st.floats(min_value=1e-6, max_value=1e6),
+    ),
 )
 
 contract_settings = st.builds(ContractSettings, expiration_policies, routers)

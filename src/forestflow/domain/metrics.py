@@ -13,6 +13,23 @@ from forestflow.domain.fqrv import FQRV
 DEFAULT_PERFORMANCE_METRIC = "accuracy"
 """The metric `PerformanceBasedValidity` reads when the rule names none."""
 
+# Names of the `performanceMetrics` the feedback loop maintains (SPEC §6). External
+# evaluators may set any other name through `PUT …/metrics`.
+MAE = "mae"
+"""Regression: mean absolute error over the rolling window (lower is better)."""
+RMSE = "rmse"
+"""Regression: root mean squared error over the rolling window (lower is better)."""
+ACCURACY = "accuracy"
+"""Classification: share of correct labels over the rolling window (higher is better)."""
+LOG_LOSS = "logLoss"
+"""Classification: mean negative log-likelihood of the actual class (lower is better)."""
+FEEDBACK_COUNT = "feedbackCount"
+"""Predictions of the servable joined with ground truth since start (all time)."""
+REWARD_SUCCESSES = "rewardSuccesses"
+"""Bandit rewards: joined predictions that were right (all time)."""
+REWARD_FAILURES = "rewardFailures"
+"""Bandit rewards: joined predictions that were wrong (all time)."""
+
 
 class Ordering(enum.Enum):
     """Which direction of a performance metric is better."""

@@ -4,20 +4,33 @@ A router turns the contract's valid servables into a `RoutePlan` once per evalua
 pass; the plan then picks one servable per request with an injected RNG. Weights are
 phase-in percents; a servable with weight 0 never gets traffic, and a plan with no
 positive weight answers None (the caller reports `NoActiveServablesForContract`).
+
+The performance-driven routers (SPEC §6: `BestPerformerRouter`, `EpsilonGreedyRouter`,
+`ThompsonSamplingRouter`) use phase-in only as a gate: a servable at 0% is never chosen,
+any other competes on its `performanceMetrics`. The control plane rebuilds plans on every
+evaluation pass and after every metrics change, so each plan is an immutable snapshot of
+the metrics it was built from.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from forestflow.domain.fqrv import FQRV
-from forestflow.domain.metrics import ServableMetrics
+from forestflow.domain.metrics import (
+    REWARD_FAILURES,
+    REWARD_SUCCESSES,
+    Ordering,
+    ServableMetrics,
+)
 from forestflow.domain.registry import Registry
+from forestflow.errors import InvalidField
 
 
 class RoutePlan(ABC):
@@ -131,3 +144,208 @@ class LatestPhaseInPctBasedRouter(Router):
         if ranked[0].current_phase_in_pct >= 100:
             return WeightedPlan.of([(ranked[0].fqrv, 100)])
         return WeightedPlan.of([(s.fqrv, s.current_phase_in_pct) for s in ranked[:2]])
+
+
+# --- performance-driven routers (SPEC §6) ------------------------------------------------
+
+THOMPSON_SHARE_SAMPLES = 10_000
+"""Monte Carlo rounds behind `ThompsonPlan.shares()`: standard error at most 0.005 a share."""
+THOMPSON_SHARE_SEED = 20_240_601
+"""Seed of the estimate's own RNG: `shares()` is deterministic and never draws from the
+request RNG, so asking for it does not change which servables answer requests."""
+
+
+def _candidates(valid: Sequence[ServableMetrics]) -> list[ServableMetrics]:
+    """The servables that may take traffic (phase-in above 0%), newest first."""
+    return [s for s in newest_first(valid) if s.current_phase_in_pct > 0]
+
+
+def _has_metric(servable: ServableMetrics, metric: str) -> bool:
+    value = servable.performance_metrics.get(metric)
+    # NaN counts as missing, as in `Ordering.rank_key`
+    return value is not None and not math.isnan(value)
+
+
+def _best_of(
+    candidates: Sequence[ServableMetrics], metric: str, ordering: Ordering
+) -> ServableMetrics | None:
+    """The best of `candidates` (newest first) by `metric`; None while none has the metric."""
+    if not any(_has_metric(s, metric) for s in candidates):
+        return None
+    # min() keeps the first of equal keys and candidates come newest first: ties → newer
+    return min(
+        candidates,
+        key=lambda s: (
+            ordering.rank_key(s.performance_metrics.get(metric)),
+            -s.current_phase_in_pct,
+        ),
+    )
+
+
+def _phase_in_weighted(candidates: Sequence[ServableMetrics]) -> RoutePlan:
+    """The `FairPhaseInPctBasedRouter` plan: the fallback before any candidate has a metric."""
+    return WeightedPlan.of([(s.fqrv, s.current_phase_in_pct) for s in candidates])
+
+
+def _check_metric(metric: str) -> None:
+    if not metric:
+        raise InvalidField("must name a performance metric", field="metric")
+
+
+@Router.registry.register("BestPerformerRouter")
+@dataclass(frozen=True, slots=True)
+class BestPerformerRouter(Router):
+    """All traffic to the best servable by `performanceMetrics[metric]`.
+
+    Ranking follows `Ordering.rank_key`: with DESC (default) higher is better and a missing
+    metric counts as 0; with ASC lower is better and a missing metric is the worst. Ties go
+    to the more phased-in servable, then to the newer one (`newest_first`). Phase-in gates
+    only: a servable at 0% gets nothing, any other may take everything. Until some candidate
+    has the metric, traffic is shared by phase-in percent as `FairPhaseInPctBasedRouter`
+    does, so a new contract serves before its first feedback; a newcomer beside a measured
+    servable earns its metric from shadow traffic (feedback joins shadow predictions too).
+    """
+
+    metric: str
+    ordering: Ordering = Ordering.DESC
+
+    def __post_init__(self) -> None:
+        _check_metric(self.metric)
+
+    def plan(self, valid: Sequence[ServableMetrics]) -> RoutePlan:
+        """The best candidate alone; phase-in weighted while no candidate has the metric."""
+        candidates = _candidates(valid)
+        best = _best_of(candidates, self.metric, self.ordering)
+        if best is None:
+            return _phase_in_weighted(candidates)
+        return WeightedPlan.of([(best.fqrv, 1.0)])
+
+
+@Router.registry.register("EpsilonGreedyRouter")
+@dataclass(frozen=True, slots=True)
+class EpsilonGreedyRouter(Router):
+    """The best servable (as `BestPerformerRouter` ranks) with probability 1 − ε, else any one.
+
+    Exploration picks uniformly among the k candidates (phase-in above 0%), so the best gets
+    1 − ε + ε/k of the traffic and every other candidate ε/k. `epsilon` is in [0, 1]: 0 is
+    `BestPerformerRouter`, 1 a uniform choice. Until some candidate has the metric, traffic
+    is shared by phase-in percent as `FairPhaseInPctBasedRouter` does.
+    """
+
+    metric: str
+    epsilon: float = 0.1
+    ordering: Ordering = Ordering.DESC
+
+    def __post_init__(self) -> None:
+        _check_metric(self.metric)
+        if not 0.0 <= self.epsilon <= 1.0:  # also refuses NaN
+            raise InvalidField("must be between 0 and 1", field="epsilon")
+
+    def plan(self, valid: Sequence[ServableMetrics]) -> RoutePlan:
+        """Weights 1 − ε + ε/k for the best and ε/k for each other candidate."""
+        candidates = _candidates(valid)
+        best = _best_of(candidates, self.metric, self.ordering)
+        if best is None:
+            return _phase_in_weighted(candidates)
+        explore = self.epsilon / len(candidates)
+        exploit = 1.0 - self.epsilon
+        return WeightedPlan.of(
+            [(s.fqrv, explore + (exploit if s is best else 0.0)) for s in candidates]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ThompsonPlan(RoutePlan):
+    """One Beta(alpha, beta) posterior per candidate; a request goes to the largest draw.
+
+    Each `choose` draws once from every posterior with the request RNG. `shares()` is a
+    Monte Carlo estimate with its own fixed-seed RNG, computed once per plan.
+    """
+
+    fqrvs: tuple[FQRV, ...]
+    alphas: tuple[float, ...]
+    betas: tuple[float, ...]
+    _memo: dict[str, dict[FQRV, float]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def choose(self, rng: random.Random) -> FQRV | None:
+        """The candidate whose posterior draw is the largest (ties → the earlier candidate)."""
+        if len(self.fqrvs) <= 1:
+            return self.fqrvs[0] if self.fqrvs else None
+        return self.fqrvs[self._draw(rng)]
+
+    def shares(self) -> dict[FQRV, float]:
+        """The estimated probability of each candidate having the largest draw."""
+        if len(self.fqrvs) <= 1:
+            return {self.fqrvs[0]: 1.0} if self.fqrvs else {}
+        estimate = self._memo.get("shares")
+        if estimate is None:
+            # computed whole, then stored with one assignment: a concurrent reader sees
+            # either nothing (and computes the same values) or the complete estimate
+            estimate = self._estimate()
+            self._memo["shares"] = estimate
+        return dict(estimate)
+
+    def _draw(self, rng: random.Random) -> int:
+        draws = [rng.betavariate(a, b) for a, b in zip(self.alphas, self.betas, strict=True)]
+        # max() keeps the first of equal draws (only possible when draws underflow to 0 or 1)
+        return max(range(len(draws)), key=draws.__getitem__)
+
+    def _estimate(self) -> dict[FQRV, float]:
+        rng = random.Random(THOMPSON_SHARE_SEED)  # noqa: S311 - an estimate, not cryptography
+        wins = [0] * len(self.fqrvs)
+        for _ in range(THOMPSON_SHARE_SAMPLES):
+            wins[self._draw(rng)] += 1
+        return {
+            fqrv: count / THOMPSON_SHARE_SAMPLES
+            for fqrv, count in zip(self.fqrvs, wins, strict=True)
+            if count
+        }
+
+
+def _reward_count(servable: ServableMetrics, name: str) -> float:
+    """A reward counter; missing, NaN or negative (set by hand through `PUT …/metrics`) → 0."""
+    value = servable.performance_metrics.get(name, 0.0)
+    return value if value > 0 else 0.0  # NaN > 0 is False
+
+
+def _check_prior(value: float, wire_name: str) -> None:
+    if not value > 0:  # also refuses NaN
+        raise InvalidField("must be > 0", field=wire_name)
+
+
+@Router.registry.register("ThompsonSamplingRouter")
+@dataclass(frozen=True, slots=True)
+class ThompsonSamplingRouter(Router):
+    """Thompson sampling over the candidates' `rewardSuccesses` / `rewardFailures`.
+
+    Each candidate (phase-in above 0%) has the posterior Beta(priorSuccesses +
+    rewardSuccesses, priorFailures + rewardFailures); every request draws once from each
+    and goes to the largest draw, so a servable gets traffic in proportion to the chance
+    that it is the best. Missing counters count as 0 (the prior alone: uniform by default).
+    Ties between equal draws go to the more phased-in, then the newer servable.
+    """
+
+    prior_successes: float = 1.0
+    prior_failures: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_prior(self.prior_successes, "priorSuccesses")
+        _check_prior(self.prior_failures, "priorFailures")
+
+    def plan(self, valid: Sequence[ServableMetrics]) -> RoutePlan:
+        """A `ThompsonPlan` over the candidates' posteriors at this moment."""
+        # sorted() is stable: equal phase-in keeps the newest-first order
+        candidates = sorted(_candidates(valid), key=lambda s: -s.current_phase_in_pct)
+        if not candidates:
+            return NO_ROUTE
+        return ThompsonPlan(
+            fqrvs=tuple(s.fqrv for s in candidates),
+            alphas=tuple(
+                self.prior_successes + _reward_count(s, REWARD_SUCCESSES) for s in candidates
+            ),
+            betas=tuple(
+                self.prior_failures + _reward_count(s, REWARD_FAILURES) for s in candidates
+            ),
+        )

@@ -57,8 +57,11 @@ def assert_shares(plan: RoutePlan, expected: dict[FQRV, float]) -> None:
 class TestRegistry:
     def test_spec_routers_are_registered(self) -> None:
         assert Router.registry.names() == [
+            "BestPerformerRouter",
+            "EpsilonGreedyRouter",
             "FairPhaseInPctBasedRouter",
             "LatestPhaseInPctBasedRouter",
+            "ThompsonSamplingRouter",
         ]
 
 
