@@ -36,10 +36,10 @@ class FakeClock:
 @contextlib.contextmanager
 def capture_predictions(sink: MemorySink) -> Iterator[list[PredictionEvent]]:
     """Collect the prediction events `sink` receives inside the block."""
-    start = sink.emitted
+    start = sink.stats().emitted
     captured: list[PredictionEvent] = []
     try:
         yield captured
     finally:
-        new = sink.emitted - start
+        new = sink.stats().emitted - start
         captured.extend(list(sink.events)[-new:] if new else [])

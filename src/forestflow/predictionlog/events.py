@@ -1,12 +1,25 @@
-"""Prediction events (SPEC §5): one per scored request, served or shadow."""
+"""Prediction events (SPEC §5): one per scored request, served or shadow, and their schema.
+
+`event_record` renders an event in the documented, versioned wire schema that every sink
+writes (docs/prediction-log.md). Bump `SCHEMA_VERSION` on any change a reader would notice.
+"""
 
 from __future__ import annotations
 
+import base64
+import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+
+from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV
-from forestflow.domain.frame import Frame
+from forestflow.domain.frame import Column, Frame
 from forestflow.domain.settings import LoggingSettings
+
+SCHEMA_VERSION = 1
+"""Version of the record layout written by `event_record`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +45,59 @@ def record_key(settings: LoggingSettings, request: Frame) -> str | None:
         if name in request.configs:
             parts.append(str(request.configs[name]))
         elif name in request and request.n_rows:
-            value = request.row_value(name, 0)
-            parts.append("" if value is None else str(value))
+            parts.append(_key_part(request[name][0]))
         else:
             parts.append("")
     return settings.key_features_separator.join(parts)
+
+
+def _key_part(value: Any) -> str:
+    """A cell as key text: the shortest text of its own precision (a Float32 14.96 is
+    "14.96", not 14.960000038146973), bytes as base64, missing as ""."""
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return ""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, np.bool_ | bool):
+        return str(bool(value)).lower()
+    return str(value)
+
+
+def event_record(event: PredictionEvent) -> dict[str, Any]:
+    """The event as JSON-ready data in schema `SCHEMA_VERSION` (columnar features/prediction)."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "fqrv": encode(event.fqrv),
+        "servedRequest": event.served_request,
+        "timestampMS": event.timestamp_ms,
+        "latencyMS": round(event.latency_ms, 3),
+        "key": event.key,
+        "request": {
+            "features": _columns(event.request),
+            "configs": dict(event.request.configs),
+        },
+        "prediction": _columns(event.prediction),
+    }
+
+
+def _columns(frame: Frame) -> dict[str, list[Any]]:
+    return {name: _values(column) for name, column in frame.columns.items()}
+
+
+def _values(column: Column) -> list[Any]:
+    array = np.asarray(column)
+    if array.dtype.kind == "f":
+        return [None if math.isnan(v) else v for v in array.tolist()]
+    if array.dtype.kind in "iub":
+        return array.tolist()  # type: ignore[no-any-return]
+    return [_plain(v) for v in array.tolist()]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    return value

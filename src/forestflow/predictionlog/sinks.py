@@ -1,38 +1,111 @@
-"""Prediction sinks: where prediction events go. Emitting never blocks and never raises."""
+"""Prediction sinks: where prediction events go. Emitting never blocks and never raises.
+
+Each sink kind is registered by name (`files`, `kafka`, `memory`) and built by the app from
+the configuration. A sink owns a bounded buffer: when it is full, or the destination is
+down long enough for buffered events to expire, events are dropped and counted.
+"""
 
 from __future__ import annotations
 
 import collections
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
 
+from forestflow.domain.registry import Registry
 from forestflow.predictionlog.events import PredictionEvent
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """Counters of one sink since start-up."""
+
+    emitted: int
+    """Events handed to the sink."""
+    written: int
+    """Events the destination acknowledged (written to a file, acked by the broker)."""
+    dropped: int
+    """Events lost: buffer full, destination down past the retry limit, or unencodable."""
 
 
 class PredictionSink(ABC):
     """Receives prediction events from the serving path."""
 
-    emitted: int = 0
-    dropped: int = 0
+    registry: ClassVar[Registry[PredictionSink]]
+    wire_name: ClassVar[str]
 
     @abstractmethod
     def emit(self, event: PredictionEvent) -> None:
         """Accept one event without blocking; count it as dropped if it cannot be kept."""
 
+    @abstractmethod
+    def stats(self) -> SinkStats:
+        """The sink's counters (safe to call from any thread)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect or open files; called once before the first `emit`."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
-        """Flush and release resources at shutdown."""
+        """Flush what is buffered (within a bounded time) and release resources."""
 
 
+PredictionSink.registry = Registry("prediction sink")
+for _name, _target in (
+    ("files", "forestflow.predictionlog.files:FileSink"),
+    ("kafka", "forestflow.predictionlog.kafka:KafkaSink"),
+):
+    PredictionSink.registry.register_lazy(_name, _target)
+
+
+@PredictionSink.registry.register("memory")
 class MemorySink(PredictionSink):
-    """Keeps the most recent events in memory (the embedded default until file logs land)."""
+    """Keeps the most recent events in memory (for tests and embedding)."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.events: collections.deque[PredictionEvent] = collections.deque(maxlen=capacity)
-        self.emitted = 0
-        self.dropped = 0
+        self._emitted = 0
+        self._dropped = 0
 
     def emit(self, event: PredictionEvent) -> None:
         """Keep `event`, evicting the oldest one when full (evictions count as drops)."""
         if len(self.events) == self.events.maxlen:
-            self.dropped += 1
+            self._dropped += 1
         self.events.append(event)
-        self.emitted += 1
+        self._emitted += 1
+
+    def stats(self) -> SinkStats:
+        """Every event is written; evictions are drops."""
+        return SinkStats(emitted=self._emitted, written=self._emitted, dropped=self._dropped)
+
+
+class FanOutSink(PredictionSink):
+    """Hands every event to each of several sinks (the app's configured list)."""
+
+    wire_name = "fan-out"
+
+    def __init__(self, sinks: list[PredictionSink]) -> None:
+        self.sinks = sinks
+
+    def emit(self, event: PredictionEvent) -> None:
+        """Emit to each sink; sinks never raise."""
+        for sink in self.sinks:
+            sink.emit(event)
+
+    def stats(self) -> SinkStats:
+        """The sums over the sinks."""
+        parts = [sink.stats() for sink in self.sinks]
+        return SinkStats(
+            emitted=sum(p.emitted for p in parts),
+            written=sum(p.written for p in parts),
+            dropped=sum(p.dropped for p in parts),
+        )
+
+    async def start(self) -> None:
+        """Start each sink."""
+        for sink in self.sinks:
+            await sink.start()
+
+    async def close(self) -> None:
+        """Close each sink."""
+        for sink in self.sinks:
+            await sink.close()
