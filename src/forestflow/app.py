@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -14,6 +15,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from forestflow import __version__
 from forestflow.api.rest.endpoints import RestContext, build_router
 from forestflow.api.rest.errors import install_error_handlers
+from forestflow.api.rest.feedback import build_feedback_router
+from forestflow.api.rest.prometheus import MetricSources, build_metrics_router
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.artifacts.base import StorageOptions
 from forestflow.artifacts.cache import ArtifactCache
@@ -21,7 +24,8 @@ from forestflow.clock import Clock, SystemClock
 from forestflow.config import Settings
 from forestflow.control.plane import ControlPlane
 from forestflow.errors import ServiceUnavailableError
-from forestflow.predictionlog.sinks import MemorySink, PredictionSink
+from forestflow.feedback.joiner import FeedbackJoiner
+from forestflow.predictionlog.sinks import FanOutSink, PredictionSink
 from forestflow.serving.inference import InferenceService
 from forestflow.serving.runner import InProcessRunner
 from forestflow.serving.scheduler import WorkScheduler
@@ -34,7 +38,11 @@ class App:
     """A wired ForestFlow server: the ASGI app plus the services behind it."""
 
     def __init__(
-        self, settings: Settings, *, clock: Clock | None = None, sink: PredictionSink | None = None
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        sinks: Mapping[str, PredictionSink] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -47,7 +55,17 @@ class App:
             max_shadow_workers=settings.scheduling.shadow_workers,
         )
         self.runner = InProcessRunner(self.scheduler)
-        self.sink = sink or MemorySink()
+        feedback = settings.feedback
+        self.feedback = FeedbackJoiner(
+            clock=self.clock,
+            window_ms=int(feedback.window_s * 1000),
+            max_predictions=feedback.max_predictions,
+            rolling_window=feedback.rolling_window,
+            regression_tolerance_rel=feedback.regression_tolerance_rel,
+        )
+        self.sinks = dict(sinks) if sinks is not None else build_sinks(settings, self.clock)
+        # the joiner sees every event too: feedback joins with what was predicted
+        self.sink = FanOutSink([*self.sinks.values(), self.feedback])
         self.control = ControlPlane(
             store=self.store,
             runner=self.runner,
@@ -82,9 +100,25 @@ class App:
         )
         install_error_handlers(asgi)
         asgi.include_router(self._health_router())
+        asgi.include_router(
+            build_metrics_router(
+                MetricSources(
+                    sinks=self.sinks,
+                    servables=lambda: [
+                        m for c in self.control.contracts() for m in self.control.metrics(c)
+                    ],
+                    feedback=lambda: dataclasses.asdict(self.feedback.joiner_stats()),
+                )
+            )
+        )
         context = RestContext(self.control, self.inference, self.settings.server.max_request_bytes)
         guarded = APIRouter(dependencies=[Depends(self._require_ready)])
         guarded.include_router(build_router(context))
+        guarded.include_router(
+            build_feedback_router(
+                self.control, self.feedback, self.sinks, self.settings.server.max_request_bytes
+            )
+        )
         asgi.include_router(guarded)
         return asgi
 
@@ -121,6 +155,7 @@ class App:
         """Recover state, become ready, then (unless `periodic` is False) start the
         evaluation and counter-flush loops. Tests drive evaluation themselves."""
         try:
+            await self.sink.start()
             await self.control.recover()
         except Exception as error:
             self.startup_error = repr(error)
@@ -168,6 +203,34 @@ class App:
             self.scheduler.close()
             self.store.close()
         log.info("ForestFlow stopped")
+
+
+def build_sinks(settings: Settings, clock: Clock) -> dict[str, PredictionSink]:
+    """The prediction sinks the settings ask for, by name (files by default, Kafka if set)."""
+    sinks: dict[str, PredictionSink] = {}
+    files = settings.prediction_log.files
+    if files.enabled:
+        file_sink = PredictionSink.registry.get("files")
+        sinks["files"] = file_sink(  # type: ignore[call-arg]
+            files.directory or settings.data_dir / "predictions",
+            max_file_bytes=files.max_file_bytes,
+            max_file_age_s=files.max_file_age_s,
+            buffer_size=files.buffer_size,
+            max_files=files.max_files,
+            clock=clock,
+        )
+    kafka = settings.prediction_log.kafka
+    if kafka.bootstrap_servers:
+        kafka_sink = PredictionSink.registry.get("kafka")
+        sinks["kafka"] = kafka_sink(  # type: ignore[call-arg]
+            kafka.bootstrap_servers,
+            topic=kafka.topic,
+            contract_topics=kafka.contract_topics,
+            buffer_size=kafka.buffer_size,
+            message_timeout_s=kafka.message_timeout_s,
+            client_config=kafka.client_config,
+        )
+    return sinks
 
 
 def create_app(settings: Settings, **overrides: Any) -> App:

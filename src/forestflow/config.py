@@ -86,6 +86,74 @@ class StorageSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0, description="Network timeout of one request to a store.")
 
 
+class FileSinkSettings(BaseModel):
+    """Prediction events as rotating JSON Lines files (the embedded default)."""
+
+    enabled: bool = Field(True, description="Write prediction events to files.")
+    directory: Path | None = Field(
+        None, description="Where the files go (default: <data_dir>/predictions)."
+    )
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Start a new file before one grows past this."
+    )
+    max_file_age_s: float = Field(3600.0, gt=0, description="Start a new file after this long.")
+    buffer_size: int = Field(
+        10_000, ge=1, description="Events waiting to be written at most; beyond it they drop."
+    )
+    max_files: int | None = Field(
+        None, ge=1, description="Delete the oldest files beyond this many (default: keep all)."
+    )
+
+
+class KafkaSinkSettings(BaseModel):
+    """Prediction events to Kafka (enabled by setting `bootstrap_servers`)."""
+
+    bootstrap_servers: str | None = Field(
+        None, description="host:port[,host:port…] of the brokers; unset = no Kafka sink."
+    )
+    topic: str = Field("forestflow-predictions", description="Default topic.")
+    contract_topics: dict[str, str] = Field(
+        default_factory=dict,
+        description='Topic per contract, keyed "org.project.n"; others go to `topic`.',
+    )
+    buffer_size: int = Field(
+        100_000, ge=1, description="Events buffered while the broker is slow or down."
+    )
+    message_timeout_s: float = Field(
+        30.0, gt=0, description="An event not delivered within this long is dropped."
+    )
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings (security.protocol, sasl.*, …).",
+    )
+
+
+class PredictionLogSettings(BaseModel):
+    """Where prediction events go (SPEC §5)."""
+
+    files: FileSinkSettings = Field(default_factory=FileSinkSettings)  # type: ignore[arg-type]
+    kafka: KafkaSinkSettings = Field(default_factory=KafkaSinkSettings)  # type: ignore[arg-type]
+
+
+class FeedbackSettings(BaseModel):
+    """How ground truth is joined with logged predictions (SPEC §6)."""
+
+    window_s: float = Field(
+        3600.0, gt=0, description="Predictions wait this long for their feedback."
+    )
+    max_predictions: int = Field(
+        100_000, ge=1, description="Predictions kept for joining at most (oldest go first)."
+    )
+    rolling_window: int = Field(
+        1000, ge=1, description="Joined predictions per servable the rolling metrics cover."
+    )
+    regression_tolerance_rel: float = Field(
+        0.1,
+        ge=0,
+        description="A regression prediction within this relative error earns a bandit reward.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable about a ForestFlow server."""
 
@@ -100,6 +168,8 @@ class Settings(BaseSettings):
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)  # type: ignore[arg-type]
     control: ControlSettings = Field(default_factory=ControlSettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _check_shadow_workers(self) -> Settings:

@@ -96,6 +96,17 @@ class LoggingSettingsUpdated(Event):
     logging_settings: LoggingSettings
 
 
+@Event.registry.register("PerformanceMetricsUpdated")
+@dataclass(frozen=True, slots=True)
+class PerformanceMetricsUpdated(Event):
+    """A servable's performance metrics changed: `metrics` are set (merged over the
+    existing ones), `increments` are added to the existing values (all-time counters)."""
+
+    fqrv: FQRV
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    increments: Mapping[str, float] = field(default_factory=dict)
+
+
 @Event.registry.register("ServableBecameValid")
 @dataclass(frozen=True, slots=True)
 class ServableBecameValid(Event):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.cache import ArtifactCache
@@ -25,6 +25,7 @@ from forestflow.control.events import (
     ContractUpdated,
     Event,
     LoggingSettingsUpdated,
+    PerformanceMetricsUpdated,
     PolicySettingsUpdated,
     ServableBecameValid,
     ServableDeleted,
@@ -61,6 +62,20 @@ from forestflow.flavors.base import Flavor, parse_flavor
 from forestflow.store.base import Counters, Snapshot, Store
 
 log = logging.getLogger(__name__)
+
+
+class MetricsChange(Protocol):
+    """What feedback changed for one servable: values to set, counters to add to."""
+
+    @property
+    def values(self) -> Mapping[str, float]:
+        """Metrics to set (merged over the existing ones)."""
+        ...
+
+    @property
+    def increments(self) -> Mapping[str, float]:
+        """Amounts to add to the existing values (missing counts as 0)."""
+        ...
 
 
 def servable_key(fqrv: FQRV) -> str:
@@ -139,6 +154,26 @@ class ControlPlane:
             await self._commit([LoggingSettingsUpdated(fqrv, logging_settings)])
         await self.evaluate()
 
+    async def update_metrics(self, fqrv: FQRV, metrics: Mapping[str, float]) -> None:
+        """Merge performance metrics set by an external evaluator (SPEC §6)."""
+        async with self._lock:
+            self._servable_record(fqrv)
+            await self._commit([PerformanceMetricsUpdated(fqrv, dict(metrics))])
+        await self.evaluate()
+
+    async def record_feedback(self, updates: Mapping[FQRV, MetricsChange]) -> None:
+        """Persist what the feedback loop learned; servables gone since are skipped."""
+        async with self._lock:
+            events: list[Event] = [
+                PerformanceMetricsUpdated(fqrv, dict(change.values), dict(change.increments))
+                for fqrv, change in sorted(updates.items())
+                if self._state.servable(fqrv) is not None
+            ]
+            if not events:
+                return
+            await self._commit(events)
+        await self.evaluate()
+
     async def delete_servable(self, fqrv: FQRV) -> None:
         """Unload a servable and forget it."""
         async with self._lock:
@@ -174,6 +209,7 @@ class ControlPlane:
         directory = await self._fetch(fqrv, request.path, request.artifact_path)
         try:
             flavor = await asyncio.to_thread(request.resolve_flavor, directory)
+            log.info("loading %s with flavor %s", fqrv, flavor.wire_name)
             signature = await self._runner.start(fqrv, flavor, directory)
         except BaseException:
             await asyncio.to_thread(self._cache.remove, fqrv)
@@ -235,6 +271,10 @@ class ControlPlane:
     def metrics(self, contract: Contract) -> list[ServableMetrics]:
         """Current metrics of every servable of a contract; 404 when unknown."""
         return [self._metrics_of(s) for s in self._contract_record(contract).servables]
+
+    def performance_metrics(self, fqrv: FQRV) -> dict[str, float]:
+        """The servable's current performance metrics."""
+        return dict(self._servable_record(fqrv).performance_metrics)
 
     def signature(self, fqrv: FQRV) -> ModelSignature:
         """The model signature of a loaded servable; 404 when unknown or not loaded."""

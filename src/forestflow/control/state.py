@@ -13,6 +13,7 @@ from forestflow.control.events import (
     ContractUpdated,
     Event,
     LoggingSettingsUpdated,
+    PerformanceMetricsUpdated,
     PolicySettingsUpdated,
     ServableBecameValid,
     ServableDeleted,
@@ -72,6 +73,7 @@ class RegistryState:
             ServableDeployed: self._on_deployed,
             PolicySettingsUpdated: self._on_policy,
             LoggingSettingsUpdated: self._on_logging,
+            PerformanceMetricsUpdated: self._on_metrics,
             ServableBecameValid: self._on_became_valid,
             ServableExpired: self._on_removed,
             ServableDeleted: self._on_removed,
@@ -151,6 +153,15 @@ class RegistryState:
                 s, settings=dataclasses.replace(s.settings, logging_settings=event.logging_settings)
             ),
         )
+
+    def _on_metrics(self, event: PerformanceMetricsUpdated) -> None:
+        def merge(servable: ServableRecord) -> ServableRecord:
+            metrics = {**servable.performance_metrics, **event.metrics}
+            for name, increment in event.increments.items():
+                metrics[name] = metrics.get(name, 0.0) + increment
+            return dataclasses.replace(servable, performance_metrics=metrics)
+
+        self._update(event.fqrv, merge)
 
     def _on_became_valid(self, event: ServableBecameValid) -> None:
         def set_once(servable: ServableRecord) -> ServableRecord:

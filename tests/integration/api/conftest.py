@@ -12,6 +12,7 @@ import pytest
 
 from forestflow.app import App, create_app
 from forestflow.config import Settings
+from forestflow.predictionlog.sinks import MemorySink, PredictionSink
 from forestflow.testing import FakeClock
 
 
@@ -40,10 +41,16 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
     started: list[Harness] = []
 
-    async def make(data_dir: Path | None = None, **settings: Any) -> Harness:
+    async def make(
+        data_dir: Path | None = None,
+        sinks: dict[str, PredictionSink] | None = None,
+        **settings: Any,
+    ) -> Harness:
+        """A started app; prediction events go to `sinks` (default: a MemorySink, "memory")."""
         config = Settings(data_dir=data_dir or tmp_path / "data", seed=7, **settings)
         clock = FakeClock()
-        app = create_app(config, clock=clock)
+        chosen = {"memory": MemorySink()} if sinks is None else sinks
+        app = create_app(config, clock=clock, sinks=chosen)
         await app.start(periodic=False)
         assert app.ready, app.startup_error
         client = httpx.AsyncClient(

@@ -106,7 +106,7 @@ class TestNeverValid:
             "/servable", json=serve_body("shadow", validity=[{"NeverValid": {}}])
         )
         await _answers(harness, 3)
-        events = list(harness.app.sink.events)  # type: ignore[attr-defined]
+        events = list(harness.app.sinks["memory"].events)  # type: ignore[attr-defined]
         served = [e for e in events if e.served_request]
         shadow = [e for e in events if not e.served_request]
         assert {str(e.fqrv) for e in served} == {"samples.energy_output.0.live"}

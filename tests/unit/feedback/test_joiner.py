@@ -1,0 +1,429 @@
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import pytest
+
+from forestflow.domain.fqrv import FQRV
+from forestflow.domain.metrics import (
+    ACCURACY,
+    FEEDBACK_COUNT,
+    LOG_LOSS,
+    MAE,
+    REWARD_FAILURES,
+    REWARD_SUCCESSES,
+    RMSE,
+)
+from forestflow.feedback.joiner import FeedbackJoiner, FeedbackOutcome, JoinerStats
+from forestflow.feedback.records import Actual, FeedbackRecord
+from forestflow.feedback.scoring import LOG_LOSS_EPSILON
+from forestflow.predictionlog.events import PredictionEvent
+from forestflow.predictionlog.sinks import SinkStats
+from forestflow.testing import FakeClock
+from tests.builders import make_contract, make_fqrv, make_frame
+
+CONTRACT = make_contract()
+ACCURATE = make_fqrv("accurate")
+SLOPPY = make_fqrv("sloppy")
+WINDOW_MS = 60_000
+
+
+def event(fqrv: FQRV, key: str | None, *, served: bool = True, **columns: Any) -> PredictionEvent:
+    return PredictionEvent(
+        fqrv=fqrv,
+        served_request=served,
+        timestamp_ms=0,
+        request=make_frame(x=[1.0] * len(next(iter(columns.values())))),
+        prediction=make_frame(**columns),
+        latency_ms=1.0,
+        key=key,
+    )
+
+
+def regression(fqrv: FQRV, key: str | None, *values: float, served: bool = True) -> PredictionEvent:
+    return event(fqrv, key, served=served, prediction=list(values))
+
+
+def records(**actuals: Actual) -> list[FeedbackRecord]:
+    return [FeedbackRecord(key, actual) for key, actual in actuals.items()]
+
+
+def counters(successes: int, failures: int) -> dict[str, int]:
+    return {
+        FEEDBACK_COUNT: successes + failures,
+        REWARD_SUCCESSES: successes,
+        REWARD_FAILURES: failures,
+    }
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def joiner(clock: FakeClock) -> FeedbackJoiner:
+    return FeedbackJoiner(clock=clock, window_ms=WINDOW_MS)
+
+
+class TestRegressionMetrics:
+    def test_the_accurate_servable_gets_the_better_metrics(self, joiner: FeedbackJoiner) -> None:
+        # actuals 10, 20, 40; accurate errs by 1, -1, 0; sloppy (shadow) by 3, 4, -3
+        for key, good, bad in (("k1", 11.0, 13.0), ("k2", 19.0, 24.0), ("k3", 40.0, 37.0)):
+            joiner.emit(regression(ACCURATE, key, good))
+            joiner.emit(regression(SLOPPY, key, bad, served=False))
+
+        outcome = joiner.join(CONTRACT, records(k1=10, k2=20.0, k3=40))
+
+        assert (outcome.matched, outcome.unknown, outcome.mismatched) == (3, 0, 0)
+        assert set(outcome.updates) == {ACCURATE, SLOPPY}
+        accurate, sloppy = outcome.updates[ACCURATE], outcome.updates[SLOPPY]
+        assert accurate.values == pytest.approx({MAE: 2 / 3, RMSE: math.sqrt(2 / 3)})
+        assert sloppy.values == pytest.approx({MAE: 10 / 3, RMSE: math.sqrt(34 / 3)})
+        # rewards at 10 % of the actual value: 1 <= 1, 1 <= 2, 0 <= 4; 3 > 1, 4 > 2, 3 <= 4
+        assert accurate.increments == counters(successes=3, failures=0)
+        assert sloppy.increments == counters(successes=1, failures=2)
+
+    def test_the_tolerance_is_configurable(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, regression_tolerance_rel=0.5)
+        joiner.emit(regression(SLOPPY, "k", 14.0))
+
+        outcome = joiner.join(CONTRACT, records(k=10))
+
+        assert outcome.updates[SLOPPY].increments == counters(successes=1, failures=0)
+
+    def test_a_multi_row_prediction_joins_row_by_row(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "batch", 1.0, 2.0, 6.0))
+
+        outcome = joiner.join(CONTRACT, records(batch=(1.0, 3.0, 2.0)))
+
+        update = outcome.updates[ACCURATE]
+        assert update.values == pytest.approx({MAE: 5 / 3, RMSE: math.sqrt(17 / 3)})
+        assert update.increments == counters(successes=1, failures=2)
+
+
+class TestClassificationMetrics:
+    def test_the_accurate_servable_gets_the_better_metrics(self, joiner: FeedbackJoiner) -> None:
+        for key, (good, p_good), (bad, p_bad) in (
+            ("k1", ("cat", 0.9), ("dog", 0.3)),
+            ("k2", ("dog", 0.2), ("dog", 0.6)),
+        ):
+            # p_* is the probability of "cat"
+            joiner.emit(event(ACCURATE, key, label=[good], cat=[p_good], dog=[1 - p_good]))
+            joiner.emit(event(SLOPPY, key, served=False, label=[bad], cat=[p_bad], dog=[1 - p_bad]))
+
+        outcome = joiner.join(CONTRACT, records(k1="cat", k2="dog"))
+
+        accurate, sloppy = outcome.updates[ACCURATE], outcome.updates[SLOPPY]
+        # P(actual): accurate 0.9 and 0.8, sloppy 0.3 and 0.4
+        assert accurate.values == pytest.approx(
+            {ACCURACY: 1.0, LOG_LOSS: -(math.log(0.9) + math.log(0.8)) / 2}
+        )
+        assert sloppy.values == pytest.approx(
+            {ACCURACY: 0.5, LOG_LOSS: -(math.log(0.3) + math.log(0.4)) / 2}
+        )
+        assert accurate.increments == counters(successes=2, failures=0)
+        assert sloppy.increments == counters(successes=1, failures=1)
+
+    def test_numeric_labels_match_text_and_boolean_actuals(self, joiner: FeedbackJoiner) -> None:
+        columns: dict[str, Any] = {"label": [1], "0": [0.25], "1": [0.75]}
+        for key in ("a", "b", "c"):
+            joiner.emit(event(ACCURATE, key, **columns))
+
+        outcome = joiner.join(CONTRACT, records(a="1", b=True, c=0.0))
+
+        assert outcome.updates[ACCURATE].values == pytest.approx(
+            {ACCURACY: 2 / 3, LOG_LOSS: -(2 * math.log(0.75) + math.log(0.25)) / 3}
+        )
+
+    def test_log_loss_of_a_certain_miss_is_clamped(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(event(ACCURATE, "k", label=["a"], a=[1.0], b=[0.0]))
+
+        outcome = joiner.join(CONTRACT, records(k="b"))
+
+        assert outcome.updates[ACCURATE].values == {
+            ACCURACY: 0.0,
+            LOG_LOSS: -math.log(LOG_LOSS_EPSILON),
+        }
+
+    def test_labels_without_probabilities_give_accuracy_only(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(event(ACCURATE, "k", label=["a", "b"]))
+
+        outcome = joiner.join(CONTRACT, records(k=("a", "a")))
+
+        assert outcome.updates[ACCURATE].values == {ACCURACY: 0.5}
+
+
+class TestJoining:
+    def test_unknown_keys_are_counted(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "known", 1.0))
+
+        outcome = joiner.join(CONTRACT, records(known=1.0, ghost=2.0, other=3.0))
+
+        assert (outcome.matched, outcome.unknown, outcome.mismatched) == (1, 2, 0)
+        assert outcome.updates[ACCURATE].increments[FEEDBACK_COUNT] == 1
+
+    def test_only_the_contracts_own_predictions_join(self, joiner: FeedbackJoiner) -> None:
+        elsewhere = make_fqrv("accurate", project="other")
+        joiner.emit(regression(elsewhere, "k", 1.0))
+
+        assert joiner.join(CONTRACT, records(k=1.0)).unknown == 1
+        assert set(joiner.join(elsewhere.contract, records(k=1.0)).updates) == {elsewhere}
+
+    def test_the_same_feedback_twice_counts_once(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "k", 12.0))
+
+        first = joiner.join(CONTRACT, records(k=10.0))
+        second = joiner.join(CONTRACT, records(k=10.0))
+
+        assert first.updates[ACCURATE].increments == counters(successes=0, failures=1)
+        assert second == FeedbackOutcome(matched=0, unknown=1, mismatched=0, updates={})
+
+    def test_a_key_repeated_in_one_request_joins_once(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "k", 12.0))
+
+        outcome = joiner.join(CONTRACT, [FeedbackRecord("k", 10.0), FeedbackRecord("k", 12.0)])
+
+        assert (outcome.matched, outcome.unknown) == (1, 1)
+        assert outcome.updates[ACCURATE].values[MAE] == 2.0
+
+    def test_every_prediction_under_a_key_joins(self, joiner: FeedbackJoiner) -> None:
+        # the same key scored twice (a retry): both predictions are samples
+        joiner.emit(regression(ACCURATE, "k", 11.0))
+        joiner.emit(regression(ACCURATE, "k", 13.0))
+
+        outcome = joiner.join(CONTRACT, records(k=10.0))
+
+        assert outcome.matched == 1
+        assert outcome.updates[ACCURATE].values == pytest.approx({MAE: 2.0, RMSE: math.sqrt(5)})
+        assert joiner.joiner_stats().joined == 2
+
+    def test_events_without_a_key_are_not_kept(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, None, 1.0))
+        joiner.emit(regression(ACCURATE, "", 1.0))
+
+        assert joiner.join(CONTRACT, records(k=1.0)).unknown == 1
+        assert joiner.stats() == SinkStats(emitted=2, written=0, dropped=0)
+        assert joiner.joiner_stats().unkeyed == 2
+
+
+class TestMismatches:
+    @pytest.mark.parametrize(
+        ("prediction", "actual"),
+        [
+            ({"prediction": [1.0]}, "437.2"),
+            ({"prediction": [1.0, 2.0]}, 1.0),
+            ({"prediction": [1.0, 2.0]}, (1.0, 2.0, 3.0)),
+            ({"prediction_0": [1.0], "prediction_1": [2.0]}, 1.0),
+        ],
+    )
+    def test_joined_but_not_scorable_is_counted(
+        self, joiner: FeedbackJoiner, prediction: dict[str, Any], actual: Actual
+    ) -> None:
+        joiner.emit(event(ACCURATE, "k", **prediction))
+
+        outcome = joiner.join(CONTRACT, records(k=actual))
+
+        assert (outcome.matched, outcome.unknown, outcome.mismatched) == (1, 0, 1)
+        assert outcome.updates == {}
+        assert joiner.join(CONTRACT, records(k=actual)).unknown == 1  # consumed all the same
+
+    def test_the_scorable_predictions_of_a_mismatched_record_still_count(
+        self, joiner: FeedbackJoiner
+    ) -> None:
+        joiner.emit(regression(ACCURATE, "k", 1.0))
+        joiner.emit(event(SLOPPY, "k", served=False, label=["a"]))
+
+        outcome = joiner.join(CONTRACT, records(k=2.0))
+
+        assert (outcome.matched, outcome.mismatched) == (1, 0)
+        assert set(outcome.updates) == {ACCURATE, SLOPPY}
+        joiner.emit(regression(ACCURATE, "j", 1.0))
+        joiner.emit(event(SLOPPY, "j", served=False, prediction_0=[1.0], prediction_1=[1.0]))
+
+        outcome = joiner.join(CONTRACT, records(j=2.0))
+
+        assert (outcome.matched, outcome.mismatched) == (1, 1)
+        assert set(outcome.updates) == {ACCURATE}
+        assert joiner.joiner_stats().mismatched == 1
+
+
+class TestRollingWindow:
+    def test_old_samples_leave_the_window(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, rolling_window=2)
+        maes: list[dict[str, float]] = []
+        for i, error in enumerate((1.0, 2.0, 4.0, -8.0)):
+            joiner.emit(regression(ACCURATE, f"k{i}", 10.0 + error))
+            outcome = joiner.join(CONTRACT, records(**{f"k{i}": 10.0}))
+            maes.append(outcome.updates[ACCURATE].values)
+
+        # errors 1, 2, 4, -8 through a window of two
+        assert maes == [
+            pytest.approx({MAE: 1.0, RMSE: 1.0}),
+            pytest.approx({MAE: 1.5, RMSE: math.sqrt(5 / 2)}),
+            pytest.approx({MAE: 3.0, RMSE: math.sqrt(20 / 2)}),
+            pytest.approx({MAE: 6.0, RMSE: math.sqrt(80 / 2)}),
+        ]
+
+    def test_the_counters_are_increments_not_window_sizes(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, rolling_window=1)
+        joiner.emit(regression(ACCURATE, "a", 1.0, 1.0, 1.0))
+
+        outcome = joiner.join(CONTRACT, records(a=(1.0, 1.0, 5.0)))
+
+        assert outcome.updates[ACCURATE].values == {MAE: 4.0, RMSE: 4.0}
+        assert outcome.updates[ACCURATE].increments == counters(successes=2, failures=1)
+
+    def test_each_servable_has_its_own_window(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, rolling_window=2)
+        joiner.emit(regression(ACCURATE, "a", 1.0))
+        joiner.emit(regression(SLOPPY, "b", 5.0))
+        joiner.emit(regression(SLOPPY, "c", 5.0))
+
+        joiner.join(CONTRACT, records(a=0.0, b=0.0))
+        outcome = joiner.join(CONTRACT, records(c=0.0))
+
+        assert set(outcome.updates) == {SLOPPY}
+        assert outcome.updates[SLOPPY].values == {MAE: 5.0, RMSE: 5.0}
+
+    def test_forget_starts_a_servable_afresh(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "a", 9.0))
+        joiner.join(CONTRACT, records(a=1.0))
+        joiner.forget(ACCURATE)
+        joiner.emit(regression(ACCURATE, "b", 2.0))
+
+        assert joiner.join(CONTRACT, records(b=1.0)).updates[ACCURATE].values[MAE] == 1.0
+
+
+class TestWindowAndMemoryBounds:
+    def test_a_prediction_joins_until_the_window_ends(
+        self, joiner: FeedbackJoiner, clock: FakeClock
+    ) -> None:
+        joiner.emit(regression(ACCURATE, "in", 1.0))
+        joiner.emit(regression(ACCURATE, "out", 1.0))
+        clock.advance(ms=WINDOW_MS)
+
+        assert joiner.join(CONTRACT, records(**{"in": 1.0})).matched == 1
+        clock.advance(ms=1)
+        assert joiner.join(CONTRACT, records(out=1.0)).unknown == 1
+        assert joiner.joiner_stats().expired == 1
+
+    def test_expiry_follows_arrival_time(self, joiner: FeedbackJoiner, clock: FakeClock) -> None:
+        joiner.emit(regression(ACCURATE, "old", 1.0))
+        clock.advance(ms=WINDOW_MS // 2)
+        joiner.emit(regression(ACCURATE, "new", 1.0))
+        clock.advance(ms=WINDOW_MS // 2 + 1)
+
+        outcome = joiner.join(CONTRACT, records(old=1.0, new=1.0))
+
+        assert (outcome.matched, outcome.unknown) == (1, 1)
+
+    def test_emitting_expires_old_predictions(
+        self, joiner: FeedbackJoiner, clock: FakeClock
+    ) -> None:
+        joiner.emit(regression(ACCURATE, "a", 1.0))
+        clock.advance(ms=WINDOW_MS + 1)
+        joiner.emit(regression(ACCURATE, "b", 1.0))
+
+        assert joiner.joiner_stats().pending == 1
+        assert joiner.stats() == SinkStats(emitted=2, written=2, dropped=0)
+
+    def test_the_oldest_prediction_is_evicted_past_the_bound(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, max_predictions=2)
+        for key in ("k1", "k2", "k3"):
+            joiner.emit(regression(ACCURATE, key, 1.0))
+
+        outcome = joiner.join(CONTRACT, records(k1=1.0, k2=1.0, k3=1.0))
+
+        assert (outcome.matched, outcome.unknown) == (2, 1)
+        assert joiner.stats() == SinkStats(emitted=3, written=3, dropped=1)
+        assert joiner.joiner_stats().evicted == 1
+
+    def test_joined_predictions_free_their_room(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, max_predictions=2)
+        joiner.emit(regression(ACCURATE, "k1", 1.0))
+        joiner.emit(regression(ACCURATE, "k2", 1.0))
+        joiner.join(CONTRACT, records(k2=1.0))
+        joiner.emit(regression(ACCURATE, "k3", 1.0))
+
+        assert joiner.join(CONTRACT, records(k1=1.0, k3=1.0)).matched == 2
+        assert joiner.stats().dropped == 0
+
+    def test_eviction_crosses_keys_and_contracts(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, max_predictions=3)
+        elsewhere = make_fqrv("accurate", project="other")
+        joiner.emit(regression(ACCURATE, "k", 1.0))
+        joiner.emit(regression(elsewhere, "k", 1.0))
+        joiner.emit(regression(ACCURATE, "k", 2.0))
+        joiner.emit(regression(SLOPPY, "j", 1.0))
+
+        outcome = joiner.join(CONTRACT, records(k=1.0))
+
+        assert outcome.updates[ACCURATE].values[MAE] == 1.0  # only the 2.0 is left
+        assert joiner.joiner_stats().pending == 2
+
+
+class TestCountersAndSafety:
+    def test_joiner_stats_add_up(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "a", 1.0))
+        joiner.emit(regression(SLOPPY, "a", 1.0, served=False))
+        joiner.emit(regression(ACCURATE, "b", 1.0, 2.0))
+        joiner.emit(regression(ACCURATE, "c", 1.0))
+        joiner.emit(regression(ACCURATE, None, 1.0))
+
+        joiner.join(CONTRACT, records(a=1.0, b=1.0, z=1.0))
+
+        assert joiner.joiner_stats() == JoinerStats(
+            pending=1,
+            joined=3,
+            expired=0,
+            evicted=0,
+            unkeyed=1,
+            matched=2,
+            unknown=1,
+            mismatched=1,
+        )
+
+    def test_emit_never_raises(self) -> None:
+        class BrokenClock:
+            def now_ms(self) -> int:
+                raise OSError("clock unavailable")
+
+        joiner = FeedbackJoiner(clock=BrokenClock())
+
+        joiner.emit(regression(ACCURATE, "k", 1.0))
+
+        assert joiner.stats() == SinkStats(emitted=0, written=0, dropped=1)
+
+    def test_concurrent_emits_are_all_counted(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, max_predictions=1_000)
+        events = [regression(ACCURATE, f"k{i}", 1.0) for i in range(4 * 500)]
+
+        def emit_all(part: list[PredictionEvent]) -> None:
+            for one in part:
+                joiner.emit(one)
+
+        threads = [threading.Thread(target=emit_all, args=(events[i::4],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert joiner.stats() == SinkStats(emitted=2000, written=2000, dropped=1000)
+        assert joiner.joiner_stats().pending == 1_000
+
+    @pytest.mark.parametrize(
+        "settings",
+        [
+            {"window_ms": 0},
+            {"max_predictions": 0},
+            {"rolling_window": 0},
+            {"regression_tolerance_rel": -0.1},
+            {"regression_tolerance_rel": math.nan},
+        ],
+    )
+    def test_bad_settings_are_refused(self, clock: FakeClock, settings: dict[str, Any]) -> None:
+        with pytest.raises(ValueError, match="must be"):
+            FeedbackJoiner(clock=clock, **settings)
