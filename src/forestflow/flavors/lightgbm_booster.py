@@ -48,10 +48,15 @@ from forestflow.errors import (
     InferenceRequestInvalidError,
 )
 from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.booster_outputs import BoosterOutputs, OutputKind
 
 _FIELD = "flavor.LightGBM.modelPath"
 _FEATURE_NAMES_FIELD = "flavor.LightGBM.featureNames"
-_CLASSIFIERS = {"binary": "binary", "multiclass": "classes", "multiclassova": "classes"}
+_CLASSIFIERS: dict[str, OutputKind] = {
+    "binary": "binary",
+    "multiclass": "classes",
+    "multiclassova": "classes",
+}
 _TREE_LINE = re.compile(r"^Tree=\d+\r?$", re.M)
 _TREE_SIZES_LINE = re.compile(r"^tree_sizes=.*(?:\r?\n)?", re.M)
 _PARAMETER_LINE = re.compile(r"^\[[^\]:\s]+: .*\]$")
@@ -85,14 +90,14 @@ class LightGBMFlavor(Flavor):
                 field=_FIELD,
             )
         names = _input_names(booster, self.feature_names)
-        outputs = _Outputs.plan(booster, text.objective, self.model_path)
+        outputs = _plan_outputs(booster, text.objective, self.model_path)
         return LightGBMModel(booster, names, outputs)
 
 
 class LightGBMModel(LoadedModel):
     """A booster plus the mapping between frames and its feature matrix."""
 
-    def __init__(self, booster: Any, names: tuple[str, ...], outputs: _Outputs) -> None:
+    def __init__(self, booster: Any, names: tuple[str, ...], outputs: BoosterOutputs) -> None:
         self._booster: Any = booster
         self._width = int(booster.num_feature())
         self._outputs = outputs
@@ -313,51 +318,15 @@ def _input_spec(name: str, categorical: bool) -> FeatureSpec:
     return FeatureSpec(name, TensorType.Float64, description=description, accepts_missing=True)
 
 
-@dataclass(frozen=True, slots=True)
-class _Outputs:
-    """The response columns for the booster's objective, and how to fill them."""
-
-    kind: str  # "binary", "classes" or "values"
-    specs: tuple[FeatureSpec, ...]
-
-    @classmethod
-    def plan(cls, booster: Any, objective: str | None, relative: str) -> _Outputs:
-        try:
-            missing = np.full((1, int(booster.num_feature())), np.nan)
-            probe = np.asarray(booster.predict(missing, num_threads=1))
-        except Exception as error:  # a booster that loads but cannot score: refuse it now
-            raise _invalid(relative, f"it cannot score: {_reason(error)}") from None
-        width = 1 if probe.ndim == 1 else int(probe.shape[1])
-        kind = _CLASSIFIERS.get(objective or "", "values")
-        if kind == "binary" and width != 1:
-            kind = "values"
-        if kind in ("binary", "classes"):
-            label = FeatureSpec("label", TensorType.Int64, description="predicted class index")
-            classes = range(2 if kind == "binary" else width)
-            return cls(kind, (label, *(_probability(i) for i in classes)))
-        return cls(kind, _value_specs(objective or "custom objective", width))
-
-    def columns(self, raw: Column) -> dict[str, Column]:
-        values = raw.astype(np.float64, copy=False)
-        if self.kind == "binary":
-            positive = values.reshape(-1)
-            return {"label": (positive > 0.5).astype(np.int64), "0": 1.0 - positive, "1": positive}
-        if self.kind == "classes":
-            labels = np.argmax(values, axis=1).astype(np.int64)
-            return {"label": labels, **{str(i): values[:, i] for i in range(values.shape[1])}}
-        if len(self.specs) == 1:
-            return {"prediction": values.reshape(-1)}
-        return {spec.name: values[:, i] for i, spec in enumerate(self.specs)}
-
-
-def _probability(index: int) -> FeatureSpec:
-    return FeatureSpec(str(index), TensorType.Float64, description=f"probability of class {index}")
-
-
-def _value_specs(objective: str, width: int) -> tuple[FeatureSpec, ...]:
-    if width == 1:
-        return (FeatureSpec("prediction", TensorType.Float64, description=objective),)
-    return tuple(
-        FeatureSpec(f"prediction_{i}", TensorType.Float64, description=f"{objective}, output {i}")
-        for i in range(width)
-    )
+def _plan_outputs(booster: Any, objective: str | None, relative: str) -> BoosterOutputs:
+    """The response columns for the booster's objective, probed with one all-missing row."""
+    try:
+        missing = np.full((1, int(booster.num_feature())), np.nan)
+        probe = np.asarray(booster.predict(missing, num_threads=1))
+    except Exception as error:  # a booster that loads but cannot score: refuse it now
+        raise _invalid(relative, f"it cannot score: {_reason(error)}") from None
+    width = 1 if probe.ndim == 1 else int(probe.shape[1])
+    kind = _CLASSIFIERS.get(objective or "", "values")
+    if kind == "binary" and width != 1:
+        kind = "values"
+    return BoosterOutputs.of(kind, width, objective or "custom objective")

@@ -57,11 +57,12 @@ from forestflow.errors import (
     InferenceRequestInvalidError,
 )
 from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.booster_outputs import BoosterOutputs, OutputKind
 
 _FIELD = "flavor.XGBoost.modelPath"
 _FEATURE_NAMES_FIELD = "flavor.XGBoost.featureNames"
 _NUMERIC_TYPES = frozenset({"q", "float", "int", "i"})
-_CLASSIFIERS = {"binary:logistic": "binary", "multi:softprob": "classes"}
+_CLASSIFIERS: dict[str, OutputKind] = {"binary:logistic": "binary", "multi:softprob": "classes"}
 _LABEL_ONLY = frozenset({"multi:softmax", "binary:hinge"})
 # UBJSON markers of fixed-size values (their payload size), and of integers (their layout).
 _UBJ_FIXED = {
@@ -97,7 +98,7 @@ class XGBoostFlavor(Flavor):
         _check_feature_types(booster)
         names = _input_names(booster, self.feature_names)
         objective, linear = _learner(booster, self.model_path)
-        outputs = _Outputs.plan(xgboost, booster, objective, self.model_path)
+        outputs = _plan_outputs(xgboost, booster, objective, self.model_path)
         return XGBoostModel(xgboost, booster, names, outputs, linear=linear)
 
 
@@ -109,7 +110,7 @@ class XGBoostModel(LoadedModel):
         xgboost: ModuleType,
         booster: Any,
         names: tuple[str, ...],
-        outputs: _Outputs,
+        outputs: BoosterOutputs,
         *,
         linear: bool = False,
     ) -> None:
@@ -389,56 +390,18 @@ def _input_spec(name: str, kind: str | None) -> FeatureSpec:
     return FeatureSpec(name, TensorType.Float64, description=description, accepts_missing=True)
 
 
-@dataclass(frozen=True, slots=True)
-class _Outputs:
-    """The response columns for the booster's objective, and how to fill them."""
-
-    kind: str  # "binary", "classes", "label" or "values"
-    specs: tuple[FeatureSpec, ...]
-
-    @classmethod
-    def plan(cls, xgboost: ModuleType, booster: Any, objective: str, relative: str) -> _Outputs:
-        try:
-            probe = _predict(xgboost, booster, np.full((1, booster.num_features()), np.nan))
-        except Exception as error:  # a booster that loads but cannot score: refuse it now
-            raise _invalid(relative, f"it cannot score: {_reason(error)}") from None
-        width = 1 if probe.ndim == 1 else int(probe.shape[1])
-        kind = _CLASSIFIERS.get(objective, "values")
-        if objective in _LABEL_ONLY:
-            kind = "label"
-        if kind == "binary" and width != 1:  # multi-label: one probability per target
-            kind = "values"
-        label = FeatureSpec("label", TensorType.Int64, description="predicted class index")
-        if kind == "label":
-            return cls(kind, (label,))
-        if kind in ("binary", "classes"):
-            classes = range(2 if kind == "binary" else width)
-            return cls(kind, (label, *(_probability(i) for i in classes)))
-        return cls(kind, _value_specs(objective, width))
-
-    def columns(self, raw: Column) -> dict[str, Column]:
-        values = raw.astype(np.float64)
-        if self.kind == "label":
-            return {"label": values.reshape(-1).astype(np.int64)}
-        if self.kind == "binary":
-            positive = values.reshape(-1)
-            return {"label": (positive > 0.5).astype(np.int64), "0": 1.0 - positive, "1": positive}
-        if self.kind == "classes":
-            labels = np.argmax(values, axis=1).astype(np.int64)
-            return {"label": labels, **{str(i): values[:, i] for i in range(values.shape[1])}}
-        if len(self.specs) == 1:
-            return {"prediction": values.reshape(-1)}
-        return {spec.name: values[:, i] for i, spec in enumerate(self.specs)}
-
-
-def _probability(index: int) -> FeatureSpec:
-    return FeatureSpec(str(index), TensorType.Float64, description=f"probability of class {index}")
-
-
-def _value_specs(objective: str, width: int) -> tuple[FeatureSpec, ...]:
-    if width == 1:
-        return (FeatureSpec("prediction", TensorType.Float64, description=objective),)
-    return tuple(
-        FeatureSpec(f"prediction_{i}", TensorType.Float64, description=f"{objective}, output {i}")
-        for i in range(width)
+def _plan_outputs(
+    xgboost: ModuleType, booster: Any, objective: str, relative: str
+) -> BoosterOutputs:
+    """The response columns for the booster's objective, probed with one all-missing row."""
+    try:
+        probe = _predict(xgboost, booster, np.full((1, booster.num_features()), np.nan))
+    except Exception as error:  # a booster that loads but cannot score: refuse it now
+        raise _invalid(relative, f"it cannot score: {_reason(error)}") from None
+    width = 1 if probe.ndim == 1 else int(probe.shape[1])
+    kind: OutputKind = (
+        "label" if objective in _LABEL_ONLY else _CLASSIFIERS.get(objective, "values")
     )
+    if kind == "binary" and width != 1:  # multi-label: one probability per target
+        kind = "values"
+    return BoosterOutputs.of(kind, width, objective)
