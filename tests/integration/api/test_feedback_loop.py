@@ -81,9 +81,9 @@ async def metrics(harness: Harness) -> dict[str, dict[str, float]]:
 
 class TestFeedbackLoop:
     async def test_the_better_shadow_becomes_valid_and_the_worse_expires(
-        self, harness_factory: HarnessFactory, models: dict[str, Path]
+        self, harness_factory: HarnessFactory, models: dict[str, Path], tmp_path: Path
     ) -> None:
-        harness = await harness_factory()
+        harness = await harness_factory(data_dir=tmp_path / "data")
         client = harness.client
         settings = {
             "expirationPolicy": {
@@ -134,6 +134,12 @@ class TestFeedbackLoop:
         assert kept["feedbackCount"] == 20
         answer = await client.post(f"{BASE}/score", json=score(2.0, 4.0, "after"))
         assert answer.json()["Prediction"]["fqrv"] == fqrv_json("exact", "shop", "demand")
+
+        # what feedback taught is durable: after a restart the metrics are back
+        await harness.app.shutdown()
+        restarted = await harness_factory(data_dir=tmp_path / "data")
+        assert await releases(restarted) == ["exact"]
+        assert (await metrics(restarted))["exact"] == kept
 
 
 class TestExternalMetrics:
