@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8090
 DATA_DIR ?= data
+# the tests run with the venv's bin first on PATH: the servers they start find git-lfs there
+TEST_ENV := PATH="$(abspath $(BIN)):$$PATH"
 
 .PHONY: run test lint typecheck unit integration e2e bench clean
 
@@ -19,16 +21,25 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
+# git-lfs for the Git LFS tests, without root: the system's when installed, else Debian's
+# package (`apt-get download` + `dpkg-deb -x` need no root) unpacked into the venv
+$(BIN)/git-lfs: | $(BIN)/python
+	@if system=$$(command -v git-lfs); then ln -sf "$$system" $@; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "git-lfs is missing: install it (https://git-lfs.com)" >&2; exit 1; }; \
+	target="$(abspath $@)"; tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
+	apt-get download -q git-lfs && dpkg-deb -x git-lfs_*.deb root && \
+	install -m 755 root/usr/bin/git-lfs "$$target" && "$$target" version
+
 ## run: install and start the server on the embedded defaults (port 8090, state in ./data)
 run: $(VENV)/.installed-run
 	$(BIN)/forestflow serve --port $(PORT) --data-dir $(DATA_DIR)
 
 ## test: install the test dependencies, then lint, type-check and run the whole suite
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(BIN)/git-lfs
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(TEST_ENV) $(BIN)/pytest -q
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests examples
@@ -40,11 +51,11 @@ typecheck: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest -q tests/unit
 
-integration: $(VENV)/.installed-test
-	$(BIN)/pytest -q tests/integration
+integration: $(VENV)/.installed-test $(BIN)/git-lfs
+	$(TEST_ENV) $(BIN)/pytest -q tests/integration
 
-e2e: $(VENV)/.installed-test
-	$(BIN)/pytest -q tests/e2e
+e2e: $(VENV)/.installed-test $(BIN)/git-lfs
+	$(TEST_ENV) $(BIN)/pytest -q tests/e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

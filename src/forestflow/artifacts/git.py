@@ -38,6 +38,18 @@ _SCP_LIKE = re.compile(r"(?:[^@/:]+@)?[^/:]+:(?!//)(?P<path>.+)")
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 # https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md: pointers are < 1024 bytes
 _LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+# The LFS filter for the one `git lfs pull` call: without it (no `git lfs install` ever run
+# for the server's user) git-lfs downloads the objects but leaves the pointers checked out.
+_LFS_FILTER = (
+    "-c",
+    "filter.lfs.clean=git-lfs clean -- %f",
+    "-c",
+    "filter.lfs.smudge=git-lfs smudge -- %f",
+    "-c",
+    "filter.lfs.process=git-lfs filter-process",
+    "-c",
+    "filter.lfs.required=true",
+)
 _LFS_POINTER_MAX_BYTES = 1024
 _GIT_BOILERPLATE = (
     "Please make sure you have the correct access rights",
@@ -154,7 +166,7 @@ class GitFetcher(ArtifactFetcher):
                 "install git-lfs (https://git-lfs.com) to deploy it",
                 field="path",
             )
-        pull = ["lfs", "pull"]
+        pull = [*_LFS_FILTER, "lfs", "pull"]
         if artifact_path:
             pull += ["--include", f"{artifact_path.strip('/')}/**,{artifact_path.strip('/')}"]
         result = self._git(pull, what="pulling Git LFS objects", cwd=checkout, lfs=True)
