@@ -173,7 +173,8 @@ class GitFetcher(ArtifactFetcher):
         if result.returncode != 0 or _lfs_pointers(source):
             raise CreateServableRequestInvalidError(
                 f"could not download the Git LFS files of {parsed.display_url} at "
-                f"{parsed.tag} (e.g. {example}): {_git_error(result.stderr)}",
+                f"{parsed.tag} (e.g. {example}): "
+                f"{_git_error(result.stderr or result.stdout)}",
                 field="path",
             )
 
