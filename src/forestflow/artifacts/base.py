@@ -41,9 +41,13 @@ class ArtifactFetcher(ABC):
         self.options = options
 
     @abstractmethod
-    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> None:
+    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> str | None:
         """Copy the artifact at `location` (its `artifact_path` sub-directory, if given)
         into the existing, empty directory `destination`.
+
+        Returns a location that names exactly what was fetched when `location` may name
+        something else later (an MLflow alias), else None. The server records it, so a
+        servable whose local copy is lost is fetched again as deployed.
 
         Raises `CreateServableRequestInvalidError` naming the field (`path`,
         `artifactPath`) when the artifact cannot be found, reached or read.

@@ -64,8 +64,9 @@ class ModelReference:
 class MlflowRegistryFetcher(ArtifactFetcher):
     """A model version's artifacts from an MLflow tracking server's model registry."""
 
-    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> None:
-        """Resolve the model version and download its artifacts into `destination`."""
+    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> str:
+        """Resolve the model version and download its artifacts into `destination`;
+        return `models:/<name>/<version>`, the version an alias named at this moment."""
         reference = ModelReference.parse(location)
         relative = _relative_artifact_path(artifact_path)
         mlflow = _import_mlflow()
@@ -92,6 +93,7 @@ class MlflowRegistryFetcher(ArtifactFetcher):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("downloaded %s (version %s) from %s", reference, version, _redacted(tracking_uri))
+        return str(ModelReference(reference.name, version=version))
 
     def _tracking_uri(self, mlflow: Any) -> str:
         """The configured tracking URI, else `MLFLOW_TRACKING_URI` as mlflow reads it."""

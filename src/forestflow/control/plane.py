@@ -206,7 +206,10 @@ class ControlPlane:
     async def _deploy_reserved(self, fqrv: FQRV, request: ServeRequest) -> None:
         started = time.perf_counter()
         log.info("deploying %s from %s", fqrv, request.path)
-        directory = await self._fetch(fqrv, request.path, request.artifact_path)
+        source = await self._fetch(fqrv, request.path, request.artifact_path)
+        if source != request.path:
+            log.info("%s resolved to %s", request.path, source)
+        directory = self._cache.directory(fqrv)
         try:
             flavor = await asyncio.to_thread(request.resolve_flavor, directory)
             log.info("loading %s with flavor %s", fqrv, flavor.wire_name)
@@ -216,7 +219,7 @@ class ControlPlane:
             raise
         try:
             async with self._lock:
-                await self._commit(self._deploy_events(fqrv, request, flavor))
+                await self._commit(self._deploy_events(fqrv, request, flavor, source))
                 self._signatures[fqrv] = signature
                 self._counters[fqrv] = ServableCounters()
                 await asyncio.to_thread(self._store.delete_counters, servable_key(fqrv))
@@ -227,7 +230,9 @@ class ControlPlane:
             raise
         log.info("deployed %s in %.2f s", fqrv, time.perf_counter() - started)
 
-    def _deploy_events(self, fqrv: FQRV, request: ServeRequest, flavor: Flavor) -> list[Event]:
+    def _deploy_events(
+        self, fqrv: FQRV, request: ServeRequest, flavor: Flavor, source: str
+    ) -> list[Event]:
         events: list[Event] = []
         if self._state.contract(fqrv.contract) is None:
             settings = request.contract_settings or ContractSettings()
@@ -236,7 +241,7 @@ class ControlPlane:
         events.append(
             ServableDeployed(
                 fqrv=fqrv,
-                source=request.path,
+                source=source,
                 flavor=flavor_json,
                 settings=request.servable_settings,
                 created_at_ms=self._clock.now_ms(),
@@ -418,12 +423,17 @@ class ControlPlane:
             await asyncio.to_thread(self._store.write_snapshot, snapshot)
             self._events_since_snapshot = 0
 
-    async def _fetch(self, fqrv: FQRV, source: str, artifact_path: str | None) -> Path:
-        """Copy the artifact at `source` into the cache, atomically; return its directory."""
+    async def _fetch(self, fqrv: FQRV, source: str, artifact_path: str | None) -> str:
+        """Copy the artifact at `source` into the cache, atomically; return the location
+        that names exactly what was copied (`source` unless it was an alias)."""
         fetcher = fetcher_for(source, self._storage)
-        return await asyncio.to_thread(
-            self._cache.install, fqrv, lambda target: fetcher.fetch(source, artifact_path, target)
-        )
+        pinned: list[str | None] = []
+
+        def fill(target: Path) -> None:
+            pinned.append(fetcher.fetch(source, artifact_path, target))
+
+        await asyncio.to_thread(self._cache.install, fqrv, fill)
+        return pinned[0] or source
 
     async def _retire(self, fqrv: FQRV) -> None:
         """Unload a servable whose removal is durable, and clean up after it."""

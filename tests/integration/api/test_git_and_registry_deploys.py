@@ -364,3 +364,32 @@ class TestRegistryDeploys:
         assert "not found in the MLflow registry" in refusal(
             await second.client.post("/servable", json=again)
         )
+
+
+class TestAliasPinning:
+    async def test_a_lost_copy_is_fetched_again_as_deployed_not_as_the_alias_now_says(
+        self,
+        harness_factory: HarnessFactory,
+        registry_server: MlflowServer,
+        tmp_path: Path,
+    ) -> None:
+        registry_server.register("powerplant-pinned", MLFLOW_ONNX_MODEL, alias="champion")
+        storage = {"mlflow_tracking_uri": registry_server.uri}
+        data_dir = tmp_path / "pinned-data"
+        first = await harness_factory(data_dir=data_dir, storage=storage)
+        body = registry_body("models:/powerplant-pinned@champion", "live", ONNX_WITH_NAMES)
+        deployed = await first.client.post("/servable", json=body)
+        assert deployed.status_code == 201, deployed.text
+        rows, want = powerplant_expected()
+        await first.app.shutdown()
+
+        # the alias moves on to a broken version, and the local copy is lost
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "model.onnx").write_bytes(b"not an onnx graph")
+        registry_server.register("powerplant-pinned", broken, alias="champion")
+        shutil.rmtree(data_dir / "artifacts" / "servables" / "registry")
+
+        second = await harness_factory(data_dir=data_dir, storage=storage)
+        got = await score(second, "/registry/powerplant/0", rows)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
