@@ -1,4 +1,9 @@
-"""Fixtures every test directory shares: a real Kafka-protocol broker for the session.
+"""Fixtures every test directory shares: real servers started once per session.
+
+* `mlflow_server` (session): a `tests.mlflow_server.MlflowServer`, a real `mlflow server`
+  with a SQLite backend on 127.0.0.1; register models under names of your own.
+
+The Kafka broker:
 
 Fixtures:
 
@@ -26,6 +31,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.kafka_broker import MockKafkaCluster
+from tests.mlflow_server import MlflowServer, running_mlflow_server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One `mlflow server` for the session (starting one takes several seconds)."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

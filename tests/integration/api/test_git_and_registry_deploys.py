@@ -10,13 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.integration.api.conftest import Harness, HarnessFactory
+from tests.mlflow_server import MlflowServer
 from tests.payloads import (
     EXAMPLES,
     FIXTURES,
@@ -197,81 +192,11 @@ class TestGitDeploys:
 # --------------------------------------------------------------------------- MLflow server
 
 
-@dataclass(frozen=True)
-class MlflowServer:
-    """A running tracking server and a client bound to it."""
-
-    uri: str
-    client: Any  # mlflow.MlflowClient, imported lazily (importing mlflow costs seconds)
-
-    def register(self, name: str, directory: Path, alias: str | None = None) -> str:
-        """Log `directory` as a run's `model` artifact, register it; return the version."""
-        run_id = self.client.create_run("0").info.run_id
-        self.client.log_artifacts(run_id, str(directory), "model")
-        self.client.set_terminated(run_id)
-        if not self.client.search_registered_models(filter_string=f"name = '{name}'"):
-            self.client.create_registered_model(name)
-        source = f"runs:/{run_id}/model"
-        version = str(self.client.create_model_version(name, source, run_id=run_id).version)
-        if alias is not None:
-            self.client.set_registered_model_alias(name, alias, version)
-        return version
-
-
-def wait_until_healthy(process: subprocess.Popen[bytes], uri: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{uri}/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        try:  # paces the polling and notices a server that died
-            code = process.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            continue
-        raise RuntimeError(f"mlflow server exited with {code}:\n{log.read_text()[-3000:]}")
-    raise RuntimeError(f"mlflow server not healthy after 180 s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    root = tmp_path_factory.mktemp("mlflow-api")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(root / "artifacts")]
-    # no telemetry, and no background job workers these tests never use
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log = root / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        wait_until_healthy(process, uri, log)
-        from mlflow import MlflowClient
-
-        yield MlflowServer(uri, MlflowClient(tracking_uri=uri))
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the CLI and the uvicorn it started
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture(scope="module")
-def powerplant(registry_server: MlflowServer) -> MlflowServer:
+def powerplant(mlflow_server: MlflowServer) -> MlflowServer:
     """`powerplant-api` version 1 (alias `live`): the MLflow ONNX fixture."""
-    assert registry_server.register("powerplant-api", MLFLOW_ONNX_MODEL, alias="live") == "1"
-    return registry_server
+    assert mlflow_server.register("powerplant-api", MLFLOW_ONNX_MODEL, alias="live") == "1"
+    return mlflow_server
 
 
 def powerplant_expected() -> tuple[dict[str, Any], list[float]]:
@@ -341,10 +266,10 @@ class TestRegistryDeploys:
         assert "no fqrv" in refusal(await harness.client.post("/servable", json=body))
 
     async def test_after_the_version_is_deleted_a_restart_reloads_from_the_cache(
-        self, harness_factory: HarnessFactory, registry_server: MlflowServer, tmp_path: Path
+        self, harness_factory: HarnessFactory, mlflow_server: MlflowServer, tmp_path: Path
     ) -> None:
-        version = registry_server.register("powerplant-restart", MLFLOW_ONNX_MODEL)
-        storage = {"mlflow_tracking_uri": registry_server.uri}
+        version = mlflow_server.register("powerplant-restart", MLFLOW_ONNX_MODEL)
+        storage = {"mlflow_tracking_uri": mlflow_server.uri}
         data_dir = tmp_path / "restart-data"
         first = await harness_factory(data_dir=data_dir, storage=storage)
         location = f"models:/powerplant-restart/{version}"
@@ -356,7 +281,7 @@ class TestRegistryDeploys:
         before = await score(first, "/registry/powerplant/0", rows)
         await first.app.shutdown()
 
-        registry_server.client.delete_registered_model("powerplant-restart")
+        mlflow_server.client.delete_registered_model("powerplant-restart")
         second = await harness_factory(data_dir=data_dir, storage=storage)
         assert await score(second, "/registry/powerplant/0", rows) == before
         np.testing.assert_allclose(before, want, rtol=1e-6)
@@ -370,11 +295,11 @@ class TestAliasPinning:
     async def test_a_lost_copy_is_fetched_again_as_deployed_not_as_the_alias_now_says(
         self,
         harness_factory: HarnessFactory,
-        registry_server: MlflowServer,
+        mlflow_server: MlflowServer,
         tmp_path: Path,
     ) -> None:
-        registry_server.register("powerplant-pinned", MLFLOW_ONNX_MODEL, alias="champion")
-        storage = {"mlflow_tracking_uri": registry_server.uri}
+        mlflow_server.register("powerplant-pinned", MLFLOW_ONNX_MODEL, alias="champion")
+        storage = {"mlflow_tracking_uri": mlflow_server.uri}
         data_dir = tmp_path / "pinned-data"
         first = await harness_factory(data_dir=data_dir, storage=storage)
         body = registry_body("models:/powerplant-pinned@champion", "live", ONNX_WITH_NAMES)
@@ -387,7 +312,7 @@ class TestAliasPinning:
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "model.onnx").write_bytes(b"not an onnx graph")
-        registry_server.register("powerplant-pinned", broken, alias="champion")
+        mlflow_server.register("powerplant-pinned", broken, alias="champion")
         shutil.rmtree(data_dir / "artifacts" / "servables" / "registry")
 
         second = await harness_factory(data_dir=data_dir, storage=storage)

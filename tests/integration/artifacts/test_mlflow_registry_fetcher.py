@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.mlflow_registry import MlflowRegistryFetcher
 from forestflow.errors import CreateServableRequestInvalidError
+from tests.integration.artifacts.conftest import free_port
+from tests.mlflow_server import MlflowServer
 from tests.payloads import EXAMPLES, FIXTURES
 
 MLFLOW_ONNX_MODEL = FIXTURES / "mlflow" / "onnx" / "gbr_powerplant_onnx"
@@ -26,82 +18,11 @@ ENERGY_OUTPUT = EXAMPLES / "energy_output"
 MODEL_NAME = "powerplant-fetcher"
 
 
-@dataclass(frozen=True)
-class MlflowServer:
-    """A running tracking server and a client bound to it."""
-
-    uri: str
-    client: Any  # mlflow.MlflowClient, imported lazily (importing mlflow costs seconds)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_healthy(process: subprocess.Popen[bytes], uri: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{uri}/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        try:  # paces the polling and notices a server that died
-            code = process.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            continue
-        raise RuntimeError(f"mlflow server exited with {code}:\n{log.read_text()[-3000:]}")
-    raise RuntimeError(f"mlflow server not healthy after 180 s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    root = tmp_path_factory.mktemp("mlflow-server")
-    uri = f"http://127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", uri.rsplit(":", 1)[1], "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(root / "artifacts")]
-    # no telemetry, and no background job workers this test never uses
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log = root / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        wait_until_healthy(process, uri, log)
-        from mlflow import MlflowClient
-
-        yield MlflowServer(uri, MlflowClient(tracking_uri=uri))
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the CLI and the uvicorn it started
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def register(server: MlflowServer, name: str, directory: Path) -> str:
-    """Log `directory` as a run's `model` artifact and register it; return the version."""
-    client = server.client
-    run_id = client.create_run("0").info.run_id
-    client.log_artifacts(run_id, str(directory), "model")
-    client.set_terminated(run_id)
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name)
-    return str(client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id).version)
-
-
 @pytest.fixture(scope="module")
 def registered(mlflow_server: MlflowServer) -> MlflowServer:
     """Version 1 = the MLflow ONNX fixture, version 2 = the energy_output example (@champion)."""
-    assert register(mlflow_server, MODEL_NAME, MLFLOW_ONNX_MODEL) == "1"
-    assert register(mlflow_server, MODEL_NAME, ENERGY_OUTPUT) == "2"
+    assert mlflow_server.register(MODEL_NAME, MLFLOW_ONNX_MODEL) == "1"
+    assert mlflow_server.register(MODEL_NAME, ENERGY_OUTPUT) == "2"
     mlflow_server.client.set_registered_model_alias(MODEL_NAME, "champion", "2")
     return mlflow_server
 
