@@ -8,9 +8,7 @@ artifact cache even once their remote is gone.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.git_commands import git
 from tests.integration.api.conftest import Harness, HarnessFactory
 from tests.mlflow_server import MlflowServer
 from tests.payloads import (
@@ -33,21 +32,9 @@ ENERGY_MODEL = EXAMPLES / "energy_output" / "model.onnx"
 MLFLOW_ONNX_MODEL = FIXTURES / "mlflow" / "onnx" / "gbr_powerplant_onnx"
 TAG = "v3.2026-11-28"
 BASE = "/samples/energy_output/3"
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "ForestFlow Tests",
-    "GIT_AUTHOR_EMAIL": "tests@forestflow.invalid",
-    "GIT_COMMITTER_NAME": "ForestFlow Tests",
-    "GIT_COMMITTER_EMAIL": "tests@forestflow.invalid",
-}
 
 
 # ------------------------------------------------------------------------------ Git remote
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, check=True)
 
 
 def make_bare_repository(root: Path) -> Path:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,23 +14,11 @@ from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.git import GitFetcher
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.errors import CreateServableRequestInvalidError
+from tests.git_commands import GIT_ENV, git
 from tests.payloads import EXAMPLES
 
 MODEL = EXAMPLES / "energy_output" / "model.onnx"
 RELEASE_TAG = "v3.2026-11-28"
-# the test's own git commands ignore the user's and the system's git configuration
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "ForestFlow Tests",
-    "GIT_AUTHOR_EMAIL": "tests@forestflow.invalid",
-    "GIT_COMMITTER_NAME": "ForestFlow Tests",
-    "GIT_COMMITTER_EMAIL": "tests@forestflow.invalid",
-}
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, check=True)
 
 
 def commit_all(work: Path, message: str, *tags: str) -> None:

@@ -26,6 +26,7 @@ import pytest
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.git import GitFetcher
 from forestflow.errors import CreateServableRequestInvalidError
+from tests.git_commands import GIT_ENV, git
 from tests.integration.api.conftest import Harness, HarnessFactory, harness_factory
 from tests.payloads import POWERPLANT_FEATURES, SINGLE_INPUT_MODEL, fqrv_json, prediction_values
 
@@ -36,27 +37,6 @@ MODEL = SINGLE_INPUT_MODEL / "model.onnx"
 EXPECTED = json.loads((SINGLE_INPUT_MODEL / "expected.json").read_text())
 TAG = "v1.2026-11-29"
 POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
-# the test's own git commands ignore the user's and the system's git configuration
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "ForestFlow Tests",
-    "GIT_AUTHOR_EMAIL": "tests@forestflow.invalid",
-    "GIT_COMMITTER_NAME": "ForestFlow Tests",
-    "GIT_COMMITTER_EMAIL": "tests@forestflow.invalid",
-}
-
-
-def git(cwd: Path, *args: str, **env: str) -> str:
-    """Run git in `cwd` (isolated from the user's configuration); return its stdout."""
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV, **env},
-        check=True,
-        capture_output=True,
-    )
-    return result.stdout.decode()
 
 
 def require_git_lfs() -> None:
