@@ -34,6 +34,25 @@ import pytest
 START_TIMEOUT_S = 60.0
 REGION = "us-east-1"
 ENERGY_MODEL = Path(__file__).resolve().parents[3] / "examples" / "energy_output" / "model.onnx"
+MODEL_BYTES = ENERGY_MODEL.read_bytes()
+MODEL_TREE = {"README.md": b"energy output model\n", "model.onnx": MODEL_BYTES}
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory`: relative path → bytes."""
+    return {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def destination(tmp_path: Path) -> Path:
+    """An empty directory to fetch into, placed as the cache places its incoming copies."""
+    target = tmp_path / "cache" / "incoming"
+    target.mkdir(parents=True)
+    return target
 
 
 def free_port() -> int:

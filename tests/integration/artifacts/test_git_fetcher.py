@@ -15,6 +15,7 @@ from forestflow.artifacts.git import GitFetcher
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.errors import CreateServableRequestInvalidError
 from tests.git_commands import GIT_ENV, git
+from tests.integration.artifacts.conftest import tree
 from tests.payloads import EXAMPLES
 
 MODEL = EXAMPLES / "energy_output" / "model.onnx"
@@ -58,23 +59,8 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Remote:
 
 
 @pytest.fixture
-def destination(tmp_path: Path) -> Path:
-    target = tmp_path / "cache" / "incoming"
-    target.mkdir(parents=True)
-    return target
-
-
-@pytest.fixture
 def fetcher() -> GitFetcher:
     return GitFetcher(StorageOptions(timeout_s=30))
-
-
-def tree(directory: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(directory).as_posix(): path.read_bytes()
-        for path in directory.rglob("*")
-        if path.is_file()
-    }
 
 
 def hide_git_lfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ from forestflow.artifacts.git import GitFetcher
 from forestflow.errors import CreateServableRequestInvalidError
 from tests.git_commands import GIT_ENV, git
 from tests.integration.api.conftest import Harness, HarnessFactory, harness_factory
+from tests.integration.artifacts.conftest import tree
 from tests.payloads import POWERPLANT_FEATURES, SINGLE_INPUT_MODEL, fqrv_json, prediction_values
 
 # pytest finds fixtures by name in the test module: this makes the REST harness usable here
@@ -102,21 +103,6 @@ def server_git_config(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config) if config.exists() else os.devnull)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-
-
-@pytest.fixture
-def destination(tmp_path: Path) -> Path:
-    target = tmp_path / "cache" / "incoming"
-    target.mkdir(parents=True)
-    return target
-
-
-def tree(directory: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(directory).as_posix(): path.read_bytes()
-        for path in directory.rglob("*")
-        if path.is_file()
-    }
 
 
 class TestLfsRemote:

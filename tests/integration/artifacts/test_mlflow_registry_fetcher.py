@@ -9,7 +9,7 @@ import pytest
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.mlflow_registry import MlflowRegistryFetcher
 from forestflow.errors import CreateServableRequestInvalidError
-from tests.integration.artifacts.conftest import free_port
+from tests.integration.artifacts.conftest import free_port, tree
 from tests.mlflow_server import MlflowServer
 from tests.payloads import EXAMPLES, FIXTURES
 
@@ -27,23 +27,8 @@ def registered(mlflow_server: MlflowServer) -> MlflowServer:
     return mlflow_server
 
 
-@pytest.fixture
-def destination(tmp_path: Path) -> Path:
-    target = tmp_path / "cache" / "incoming"
-    target.mkdir(parents=True)
-    return target
-
-
 def fetcher_of(server: MlflowServer) -> MlflowRegistryFetcher:
     return MlflowRegistryFetcher(StorageOptions(mlflow_tracking_uri=server.uri, timeout_s=10))
-
-
-def files(directory: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(directory).as_posix(): path.read_bytes()
-        for path in directory.rglob("*")
-        if path.is_file()
-    }
 
 
 class TestMlflowRegistryFetch:
@@ -51,20 +36,20 @@ class TestMlflowRegistryFetch:
         self, registered: MlflowServer, destination: Path
     ) -> None:
         fetcher_of(registered).fetch(f"models:/{MODEL_NAME}/1", None, destination)
-        assert files(destination) == files(MLFLOW_ONNX_MODEL)
+        assert tree(destination) == tree(MLFLOW_ONNX_MODEL)
         assert [p.name for p in destination.parent.iterdir()] == ["incoming"]
 
     def test_fetch_by_alias_copies_the_version_it_points_to(
         self, registered: MlflowServer, destination: Path
     ) -> None:
         fetcher_of(registered).fetch(f"models:/{MODEL_NAME}@champion", None, destination)
-        assert files(destination) == files(ENERGY_OUTPUT)
+        assert tree(destination) == tree(ENERGY_OUTPUT)
 
     def test_artifact_path_keeps_only_that_file(
         self, registered: MlflowServer, destination: Path
     ) -> None:
         fetcher_of(registered).fetch(f"models:/{MODEL_NAME}/1", "/model.onnx", destination)
-        assert files(destination) == {"model.onnx": (MLFLOW_ONNX_MODEL / "model.onnx").read_bytes()}
+        assert tree(destination) == {"model.onnx": (MLFLOW_ONNX_MODEL / "model.onnx").read_bytes()}
 
     def test_tracking_uri_defaults_to_the_mlflow_environment_variable(
         self, registered: MlflowServer, destination: Path, monkeypatch: pytest.MonkeyPatch
@@ -72,7 +57,7 @@ class TestMlflowRegistryFetch:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.uri)
         fetcher = MlflowRegistryFetcher(StorageOptions())
         fetcher.fetch(f"models:/{MODEL_NAME}/2", None, destination)
-        assert files(destination) == files(ENERGY_OUTPUT)
+        assert tree(destination) == tree(ENERGY_OUTPUT)
 
     def test_the_registry_gives_no_fqrv(self) -> None:
         fetcher = fetcher_for(f"models:/{MODEL_NAME}/1", StorageOptions())

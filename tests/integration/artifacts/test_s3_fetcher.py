@@ -11,7 +11,8 @@ from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.s3 import S3Fetcher
 from forestflow.errors import CreateServableRequestInvalidError
 from tests.integration.artifacts.conftest import (
-    ENERGY_MODEL,
+    MODEL_BYTES,
+    MODEL_TREE,
     AwsKey,
     Bucket,
     MotoServer,
@@ -19,27 +20,9 @@ from tests.integration.artifacts.conftest import (
     make_tar,
     make_zip,
     model_dir,
+    tree,
     use_aws_key,
 )
-
-MODEL_BYTES = ENERGY_MODEL.read_bytes()
-MODEL_TREE = {"README.md": b"energy output model\n", "model.onnx": MODEL_BYTES}
-
-
-def tree(directory: Path) -> dict[str, bytes]:
-    """Every file under `directory`: relative path → bytes."""
-    return {
-        path.relative_to(directory).as_posix(): path.read_bytes()
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-
-
-@pytest.fixture
-def dest(tmp_path: Path) -> Path:
-    path = tmp_path / "dest"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -69,98 +52,106 @@ def models(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def fetch(
-    location: str, dest: Path, endpoint: str | None, artifact_path: str | None = None
+    location: str, destination: Path, endpoint: str | None, artifact_path: str | None = None
 ) -> None:
     fetcher = fetcher_for(location, StorageOptions(s3_endpoint_url=endpoint, timeout_s=5))
     assert isinstance(fetcher, S3Fetcher)
-    fetcher.fetch(location, artifact_path, dest)
+    fetcher.fetch(location, artifact_path, destination)
 
 
-def refused(location: str, dest: Path, endpoint: str, artifact_path: str | None = None) -> str:
+def refused(
+    location: str, destination: Path, endpoint: str, artifact_path: str | None = None
+) -> str:
     with pytest.raises(CreateServableRequestInvalidError) as caught:
-        fetch(location, dest, endpoint, artifact_path)
+        fetch(location, destination, endpoint, artifact_path)
     assert caught.value.field == "path"
-    assert not list(dest.glob(".forestflow-*")), "no temporary download is left behind"
+    assert not list(destination.glob(".forestflow-*")), "no temporary download is left behind"
     return caught.value.message
 
 
 class TestDownloads:
-    def test_single_object(self, models: Bucket, dest: Path) -> None:
-        fetch(models.url("single/model.onnx"), dest, models.server.endpoint)
-        assert tree(dest) == {"model.onnx": MODEL_BYTES}
+    def test_single_object(self, models: Bucket, destination: Path) -> None:
+        fetch(models.url("single/model.onnx"), destination, models.server.endpoint)
+        assert tree(destination) == {"model.onnx": MODEL_BYTES}
 
     @pytest.mark.parametrize("key", ["models/energy", "models/energy/"])
-    def test_directory_prefix(self, models: Bucket, dest: Path, key: str) -> None:
-        fetch(models.url(key), dest, models.server.endpoint)
-        assert tree(dest) == MODEL_TREE
-        assert (dest / "sub").is_dir()
+    def test_directory_prefix(self, models: Bucket, destination: Path, key: str) -> None:
+        fetch(models.url(key), destination, models.server.endpoint)
+        assert tree(destination) == MODEL_TREE
+        assert (destination / "sub").is_dir()
 
-    def test_artifact_path_below_a_prefix(self, models: Bucket, dest: Path) -> None:
-        fetch(models.url("models"), dest, models.server.endpoint, artifact_path="energy")
-        assert tree(dest) == MODEL_TREE
+    def test_artifact_path_below_a_prefix(self, models: Bucket, destination: Path) -> None:
+        fetch(models.url("models"), destination, models.server.endpoint, artifact_path="energy")
+        assert tree(destination) == MODEL_TREE
 
-    def test_artifact_path_naming_an_object(self, models: Bucket, dest: Path) -> None:
-        fetch(models.url("archives"), dest, models.server.endpoint, artifact_path="model.zip")
-        assert tree(dest) == MODEL_TREE
+    def test_artifact_path_naming_an_object(self, models: Bucket, destination: Path) -> None:
+        fetch(
+            models.url("archives"), destination, models.server.endpoint, artifact_path="model.zip"
+        )
+        assert tree(destination) == MODEL_TREE
 
-    def test_zip_object_is_extracted(self, models: Bucket, dest: Path) -> None:
-        fetch(models.url("archives/model.zip"), dest, models.server.endpoint)
-        assert tree(dest) == MODEL_TREE
+    def test_zip_object_is_extracted(self, models: Bucket, destination: Path) -> None:
+        fetch(models.url("archives/model.zip"), destination, models.server.endpoint)
+        assert tree(destination) == MODEL_TREE
 
-    def test_tar_gz_object_with_artifact_path(self, models: Bucket, dest: Path) -> None:
+    def test_tar_gz_object_with_artifact_path(self, models: Bucket, destination: Path) -> None:
         url = models.url("archives/model.tar.gz")
-        fetch(url, dest, models.server.endpoint, artifact_path="energy")
-        assert tree(dest) == MODEL_TREE
+        fetch(url, destination, models.server.endpoint, artifact_path="energy")
+        assert tree(destination) == MODEL_TREE
 
-    def test_content_type_marks_an_archive_without_suffix(self, models: Bucket, dest: Path) -> None:
-        fetch(models.url("archives/42"), dest, models.server.endpoint)
-        assert tree(dest) == MODEL_TREE
+    def test_content_type_marks_an_archive_without_suffix(
+        self, models: Bucket, destination: Path
+    ) -> None:
+        fetch(models.url("archives/42"), destination, models.server.endpoint)
+        assert tree(destination) == MODEL_TREE
 
-    def test_whole_bucket(self, bucket: Bucket, dest: Path) -> None:
+    def test_whole_bucket(self, bucket: Bucket, destination: Path) -> None:
         bucket.put("model.onnx", MODEL_BYTES)
         bucket.put("meta/info.txt", b"info")
-        fetch(f"s3://{bucket.name}", dest, bucket.server.endpoint)
-        assert tree(dest) == {"model.onnx": MODEL_BYTES, "meta/info.txt": b"info"}
+        fetch(f"s3://{bucket.name}", destination, bucket.server.endpoint)
+        assert tree(destination) == {"model.onnx": MODEL_BYTES, "meta/info.txt": b"info"}
 
     def test_endpoint_from_the_aws_environment(
-        self, models: Bucket, dest: Path, monkeypatch: pytest.MonkeyPatch
+        self, models: Bucket, destination: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("AWS_ENDPOINT_URL", models.server.endpoint)
-        fetch(models.url("single/model.onnx"), dest, endpoint=None)
-        assert tree(dest) == {"model.onnx": MODEL_BYTES}
+        fetch(models.url("single/model.onnx"), destination, endpoint=None)
+        assert tree(destination) == {"model.onnx": MODEL_BYTES}
 
 
 class TestFailures:
-    def test_no_such_bucket(self, moto_server: MotoServer, dest: Path) -> None:
-        message = refused("s3://no-such-bucket-here/models", dest, moto_server.endpoint)
+    def test_no_such_bucket(self, moto_server: MotoServer, destination: Path) -> None:
+        message = refused("s3://no-such-bucket-here/models", destination, moto_server.endpoint)
         assert (
             message
             == "S3 bucket 'no-such-bucket-here' does not exist (s3://no-such-bucket-here/models)"
         )
 
-    def test_no_objects_under_the_prefix(self, models: Bucket, dest: Path) -> None:
-        message = refused(models.url("models/ener"), dest, models.server.endpoint)
+    def test_no_objects_under_the_prefix(self, models: Bucket, destination: Path) -> None:
+        message = refused(models.url("models/ener"), destination, models.server.endpoint)
         assert message.startswith(f"no objects under s3://{models.name}/models/ener/")
 
-    def test_empty_object(self, models: Bucket, dest: Path) -> None:
+    def test_empty_object(self, models: Bucket, destination: Path) -> None:
         models.put("single/empty.onnx", b"")
         url = models.url("single/empty.onnx")
-        assert refused(url, dest, models.server.endpoint) == f"{url} is an empty object"
+        assert refused(url, destination, models.server.endpoint) == f"{url} is an empty object"
 
-    def test_corrupt_archive(self, models: Bucket, dest: Path) -> None:
+    def test_corrupt_archive(self, models: Bucket, destination: Path) -> None:
         models.put("archives/bad.tgz", b"\x1f\x8b\x08 not really gzip")
         url = models.url("archives/bad.tgz")
-        message = refused(url, dest, models.server.endpoint)
+        message = refused(url, destination, models.server.endpoint)
         assert message.startswith(f"{url} is not a valid tar.gz archive: ")
 
     @pytest.mark.parametrize("key", ["evil1/../../outside.txt", "evil2//etc/passwd"])
-    def test_keys_escaping_the_destination(self, models: Bucket, dest: Path, key: str) -> None:
+    def test_keys_escaping_the_destination(
+        self, models: Bucket, destination: Path, key: str
+    ) -> None:
         prefix = key.split("/", 1)[0]
         models.put(f"{prefix}/model.onnx", MODEL_BYTES)
         models.put(key, b"evil")
-        message = refused(models.url(prefix), dest, models.server.endpoint)
+        message = refused(models.url(prefix), destination, models.server.endpoint)
         assert f"object key {key!r} would be written outside the artifact directory" in message
-        assert not (dest.parent / "outside.txt").exists()
+        assert not (destination.parent / "outside.txt").exists()
 
     @pytest.mark.parametrize(
         ("which", "code"),
@@ -169,7 +160,7 @@ class TestFailures:
     def test_wrong_credentials(
         self,
         models: Bucket,
-        dest: Path,
+        destination: Path,
         monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path,
         which: str,
@@ -183,30 +174,30 @@ class TestFailures:
         )
         use_aws_key(monkeypatch, key, tmp_path)
         url = models.url("models/energy")
-        message = refused(url, dest, models.server.endpoint)
+        message = refused(url, destination, models.server.endpoint)
         assert message.startswith(f"wrong S3 credentials for {url}: {code}: ")
 
     def test_no_permission(
-        self, models: Bucket, dest: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+        self, models: Bucket, destination: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
         use_aws_key(monkeypatch, models.server.nobody, tmp_path)
         url = models.url("single/model.onnx")
-        message = refused(url, dest, models.server.endpoint)
+        message = refused(url, destination, models.server.endpoint)
         assert message.startswith(f"access denied to {url}: wrong S3 credentials or no permission")
         assert "AccessDenied" in message
 
-    def test_endpoint_unreachable(self, bucket: Bucket, dest: Path) -> None:
+    def test_endpoint_unreachable(self, bucket: Bucket, destination: Path) -> None:
         endpoint = f"http://127.0.0.1:{free_port()}"
-        message = refused(bucket.url("models/energy"), dest, endpoint)
+        message = refused(bucket.url("models/energy"), destination, endpoint)
         assert message.startswith(f"cannot reach the S3 endpoint {endpoint}: ")
 
-    def test_location_without_bucket(self, bucket: Bucket, dest: Path) -> None:
-        message = refused("s3:///models", dest, bucket.server.endpoint)
+    def test_location_without_bucket(self, bucket: Bucket, destination: Path) -> None:
+        message = refused("s3:///models", destination, bucket.server.endpoint)
         assert message == "s3:///models names no bucket; expected s3://bucket/prefix"
 
     def test_missing_boto3_names_the_extra(
-        self, bucket: Bucket, dest: Path, monkeypatch: pytest.MonkeyPatch
+        self, bucket: Bucket, destination: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setitem(sys.modules, "boto3", None)  # as if it were not installed
-        message = refused(bucket.url("m"), dest, bucket.server.endpoint)
+        message = refused(bucket.url("m"), destination, bucket.server.endpoint)
         assert "pip install 'forestflow[s3]'" in message
