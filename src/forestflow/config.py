@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -33,6 +33,20 @@ class ServerSettings(BaseModel):
     )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="How long SIGTERM waits for in-flight requests to finish."
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="Close a keep-alive connection idle for this long."
+    )
+    request_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Close a connection whose request headers and body take longer than this.",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=8,
+        description="Open connections at most; beyond it the idlest are closed first "
+        "(default: three quarters of the open-file limit).",
     )
 
 
@@ -84,6 +98,58 @@ class StorageSettings(BaseModel):
         description="MLflow tracking server for models:/ paths (default: $MLFLOW_TRACKING_URI).",
     )
     timeout_s: float = Field(60.0, gt=0, description="Network timeout of one request to a store.")
+    fetch_deadline_s: float = Field(
+        900.0, gt=0, description="A whole artifact fetch must finish within this long."
+    )
+    local_roots: list[Path] = Field(
+        default_factory=lambda: [Path.cwd()],
+        description="Local paths may be deployed only from under these directories "
+        "(default: the server's working directory).",
+    )
+    allow_private_hosts: bool = Field(
+        False,
+        description="Allow fetches from loopback, private and link-local addresses.",
+    )
+    max_artifact_bytes: int = Field(
+        4 * 1024**3,
+        ge=1,
+        description="Largest artifact accepted, downloaded and unpacked; larger → 413.",
+    )
+    free_space_reserve_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="Free disk space a fetch must leave in the data directory; else → 507.",
+    )
+    max_concurrent_fetches: int = Field(
+        16, ge=1, description="Artifact fetches running at once; more wait their turn."
+    )
+
+
+class SecuritySettings(BaseModel):
+    """Who may call the server, and what a caller may make it do (docs/security.md)."""
+
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="Bearer-token authentication: 'auto' requires it unless the server "
+        "listens only on loopback; 'required'; or 'off'.",
+    )
+    allow_unsafe_formats: bool = Field(
+        False,
+        description="Load model formats that run code when loaded (pickle, joblib, "
+        "cloudpickle, MLflow python_function code). Only for artifacts you trust.",
+    )
+    skops_trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Type names a skops file may hold beyond the types skops trusts itself.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values accepted while auth is off, beyond loopback names "
+        "and the listen address.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed by CORS (default: none)."
+    )
 
 
 class FileSinkSettings(BaseModel):
@@ -170,6 +236,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)  # type: ignore[arg-type]
+    security: SecuritySettings = Field(default_factory=SecuritySettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _check_shadow_workers(self) -> Settings:

@@ -186,3 +186,72 @@ class ServiceUnavailableError(ForestFlowError):
 
     wire_name = "ServiceUnavailable"
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class ArtifactTooLarge(CreateServableRequestInvalidError):
+    """An artifact, as downloaded or unpacked, exceeds `storage.max_artifact_bytes`."""
+
+    wire_name = "ArtifactTooLargeError"
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, limit_bytes: int, *, field: str | None = "path") -> None:
+        super().__init__(
+            f"the artifact exceeds the limit of {limit_bytes} bytes "
+            "(setting storage.max_artifact_bytes)",
+            field=field,
+        )
+
+
+class InsufficientStorage(ForestFlowError):
+    """The data directory's disk is full, or would drop below the free-space reserve."""
+
+    wire_name = "InsufficientStorageError"
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
+class AuthenticationRequired(ForestFlowError):
+    """No bearer token, or one the server does not know (or has revoked)."""
+
+    wire_name = "AuthenticationRequired"
+    status = HTTPStatus.UNAUTHORIZED
+
+
+class PermissionDenied(ForestFlowError):
+    """The token is valid but its role may not do this."""
+
+    wire_name = "PermissionDenied"
+    status = HTTPStatus.FORBIDDEN
+
+
+class UnsupportedMediaType(ForestFlowError):
+    """A JSON route got a body of another content type."""
+
+    wire_name = "UnsupportedMediaTypeError"
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class HostNotAllowed(ForestFlowError):
+    """The `Host` header names neither a loopback name nor the listen address (auth off)."""
+
+    wire_name = "HostNotAllowedError"
+    status = HTTPStatus.BAD_REQUEST
+
+
+class UnknownToken(ForestFlowError):
+    """No unrevoked token has that name."""
+
+    wire_name = "UnknownToken"
+    status = HTTPStatus.NOT_FOUND
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no active token is named {name!r}", field="name")
+
+
+class TokenAlreadyExistsError(ForestFlowError):
+    """A token with that name exists (names are never reused, even after a revoke)."""
+
+    wire_name = "TokenAlreadyExistsError"
+    status = HTTPStatus.CONFLICT
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a token named {name!r} exists already", field="name")

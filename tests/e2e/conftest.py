@@ -16,6 +16,14 @@ import httpx
 import pytest
 
 READY_LINE = "ForestFlow is ready"
+# The tests' artifacts live in temporary directories and on loopback servers, and some are
+# pickles: test servers trust them unless a test's `env` says otherwise.
+TRUSTING_ENV = {
+    "FORESTFLOW_SEED": "11",
+    "FORESTFLOW_STORAGE__LOCAL_ROOTS": '["/"]',
+    "FORESTFLOW_STORAGE__ALLOW_PRIVATE_HOSTS": "true",
+    "FORESTFLOW_SECURITY__ALLOW_UNSAFE_FORMATS": "true",
+}
 START_TIMEOUT_S = 60.0
 
 
@@ -32,7 +40,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, "FORESTFLOW_SEED": "11", **(env or {})}
+        self._env = {**os.environ, **TRUSTING_ENV, **(env or {})}
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
         self.proc: subprocess.Popen[str] | None = None

@@ -351,7 +351,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     await app.start(periodic=False)
     assert app.ready, app.startup_error
     transport = httpx.ASGITransport(app=app.asgi)
-    async with httpx.AsyncClient(transport=transport, base_url="http://docs") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http
     await app.shutdown()
 

@@ -36,6 +36,24 @@ class Harness:
 
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
+# The tests' own artifacts live in temporary directories and on loopback servers, and many
+# are pickles: a harness trusts them unless a test passes settings of its own.
+TRUSTING = {
+    "storage": {"local_roots": ["/"], "allow_private_hosts": True},
+    "security": {"allow_unsafe_formats": True},
+}
+
+
+def with_test_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` over `TRUSTING`, merged one level deep (a group given keeps the others)."""
+    merged = {group: dict(values) for group, values in TRUSTING.items()}
+    for group, values in settings.items():
+        if isinstance(values, dict) and group in merged:
+            merged[group].update(values)
+        else:
+            merged[group] = values
+    return merged
+
 
 @pytest.fixture
 async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
@@ -47,14 +65,16 @@ async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
         **settings: Any,
     ) -> Harness:
         """A started app; prediction events go to `sinks` (default: a MemorySink, "memory")."""
-        config = Settings(data_dir=data_dir or tmp_path / "data", seed=7, **settings)
+        config = Settings(
+            data_dir=data_dir or tmp_path / "data", seed=7, **with_test_defaults(settings)
+        )
         clock = FakeClock()
         chosen = {"memory": MemorySink()} if sinks is None else sinks
         app = create_app(config, clock=clock, sinks=chosen)
         await app.start(periodic=False)
         assert app.ready, app.startup_error
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app.asgi), base_url="http://ff"
+            transport=httpx.ASGITransport(app=app.asgi), base_url="http://localhost"
         )
         harness = Harness(app, client, clock)
         started.append(harness)
