@@ -15,6 +15,7 @@ class ServableCounters:
     score_count: int = 0
     shade_count: int = 0
     shadow_dropped: int = 0
+    shadow_failed: int = 0
     dirty: bool = False
 
     def scored(self) -> None:
@@ -30,3 +31,7 @@ class ServableCounters:
     def shadow_dropped_once(self) -> None:
         """Count one shadow request dropped because the shadow queue was full (not persisted)."""
         self.shadow_dropped += 1
+
+    def shadow_failed_once(self) -> None:
+        """Count one shadow request the servable failed to score (not persisted)."""
+        self.shadow_failed += 1

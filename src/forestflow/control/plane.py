@@ -459,6 +459,7 @@ class ControlPlane:
             current_phase_in_pct=self._phase_in.get(servable.fqrv, 0),
             performance_metrics=dict(servable.performance_metrics),
             shadow_dropped_count=counters.shadow_dropped,
+            shadow_failed_count=counters.shadow_failed,
         )
 
     def _contract_record(self, contract: Contract) -> ContractRecord:

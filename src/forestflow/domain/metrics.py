@@ -69,3 +69,5 @@ class ServableMetrics:
     performance_metrics: Mapping[str, float] = field(default_factory=dict)
     shadow_dropped_count: int = 0
     """Shadow requests for this servable dropped because the shadow queue was full."""
+    shadow_failed_count: int = 0
+    """Shadow requests this servable failed to score (the model crashed or refused the input)."""

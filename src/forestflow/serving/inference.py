@@ -15,9 +15,10 @@ from forestflow.control.routes import ContractRoute, ServableRoute
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.settings import LogLevel
-from forestflow.errors import NoActiveServablesForContract
+from forestflow.errors import ForestFlowError, ModelFailedError, NoActiveServablesForContract
 from forestflow.predictionlog.events import PredictionEvent, record_key
 from forestflow.predictionlog.sinks import PredictionSink
+from forestflow.serving.failure_log import FailureLog
 from forestflow.serving.runner import InProcessRunner
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class InferenceService:
         self._clock = clock
         self._rng = rng
         self.shadow_stats = ShadowStats()
+        self._shadow_failures = FailureLog(log, clock, what="shadow scoring")
 
     async def score(self, contract: Contract, frame: Frame) -> Scored:
         """Route to one servable by the contract's router, score, and queue the shadows."""
@@ -98,10 +100,13 @@ class InferenceService:
     def _shadow_done(
         self, shadow: ServableRoute, frame: Frame, future: asyncio.Future[Any], started: float
     ) -> None:
+        if future.cancelled():  # shut down before it ran: not the model's failure
+            return
         error = future.exception()
         if error is not None:
             self.shadow_stats.failed += 1
-            log.debug("shadow scoring on %s failed: %s", shadow.fqrv, error)
+            shadow.counters.shadow_failed_once()
+            self._shadow_failures.failed(shadow.fqrv, _reason(error))
             return
         shadow.counters.shadowed()
         self._log(shadow, frame, future.result(), started, served=False)
@@ -136,3 +141,12 @@ class InferenceService:
             key=record_key(servable.logging, frame),
         )
         self._sink.emit(event)
+
+
+def _reason(error: BaseException) -> str:
+    """One line on why shadow scoring failed: the model's own error rather than our wrapper."""
+    if isinstance(error, ModelFailedError) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, ForestFlowError):
+        return error.describe()
+    return f"{type(error).__name__}: {error}"

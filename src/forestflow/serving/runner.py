@@ -19,15 +19,20 @@ from forestflow.serving.scheduler import ShadowDone, WorkScheduler
 log = logging.getLogger(__name__)
 
 
-def _score(fqrv: FQRV, model: LoadedModel, frame: Frame) -> Frame:
-    """Conform the frame to the model's inputs and predict; model crashes become a 500."""
+def _score(fqrv: FQRV, model: LoadedModel, frame: Frame, *, log_failures: bool = True) -> Frame:
+    """Conform the frame to the model's inputs and predict; model crashes become a 500.
+
+    Shadow work passes `log_failures=False`: its caller counts failures and rate-limits
+    their log lines, where a traceback per request would flood the log.
+    """
     conformed = conform(frame, model.signature)
     try:
         return model.predict(conformed)
     except ForestFlowError:
         raise
     except Exception as error:
-        log.exception("servable %s failed while scoring", fqrv)
+        if log_failures:
+            log.exception("servable %s failed while scoring", fqrv)
         raise ModelFailedError(f"servable {fqrv} failed: {type(error).__name__}") from error
 
 
@@ -106,7 +111,9 @@ class InProcessRunner(ServableRunner):
             slot.release()
             done(future)
 
-        accepted = self._scheduler.offer_shadow(lambda: _score(fqrv, model, frame), finished)
+        accepted = self._scheduler.offer_shadow(
+            lambda: _score(fqrv, model, frame, log_failures=False), finished
+        )
         if not accepted:
             slot.release()
         return accepted

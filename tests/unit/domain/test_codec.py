@@ -186,6 +186,7 @@ WIRE_NAMES: list[tuple[object, list[str]]] = [
             "currentPhaseInPct",
             "performanceMetrics",
             "shadowDroppedCount",
+            "shadowFailedCount",
         ],
     ),
     (TimeBasedValidity(5), ["validAfterMS"]),

@@ -65,6 +65,11 @@ class _ServerCollector(Collector):
             "Shadow requests dropped because the shadow queue was full.",
             labels=labels,
         )
+        failed = CounterMetricFamily(
+            "forestflow_shadow_failed_requests",
+            "Shadow requests the servable failed to score (model crash or input mismatch).",
+            labels=labels,
+        )
         phase_in = GaugeMetricFamily(
             "forestflow_phase_in_percent", "Current phase-in percent.", labels=labels
         )
@@ -73,8 +78,9 @@ class _ServerCollector(Collector):
             scored.add_metric(key, servable.score_count)
             shadowed.add_metric(key, servable.shade_count)
             dropped.add_metric(key, servable.shadow_dropped_count)
+            failed.add_metric(key, servable.shadow_failed_count)
             phase_in.add_metric(key, servable.current_phase_in_pct)
-        yield from (scored, shadowed, dropped, phase_in)
+        yield from (scored, shadowed, dropped, failed, phase_in)
 
 
 def build_metrics_router(sources: MetricSources) -> APIRouter:
