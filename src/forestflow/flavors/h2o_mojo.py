@@ -51,7 +51,7 @@ import numpy.typing as npt
 from forestflow.domain.frame import Column, Frame, TensorType
 from forestflow.domain.signature import FeatureSpec, ModelSignature
 from forestflow.errors import CreateServableRequestInvalidError
-from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, resolve_inside
 from forestflow.flavors.h2o_jvm import Genmodel, genmodel
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,12 @@ class H2OMojoFlavor(Flavor):
     version: str | None = None  # the H2O version that made the MOJO; informational
     feature_names: tuple[str, ...] = ()
 
-    def load(self, directory: Path) -> H2OMojoModel:
-        """Read the MOJO (a `.zip`, or its unpacked directory) and work out its signature."""
+    def load(self, directory: Path, policy: LoadPolicy) -> H2OMojoModel:
+        """Read the MOJO (a `.zip`, or its unpacked directory) and work out its signature.
+
+        Any `policy` allows it: genmodel reads the MOJO's files as data (no Java
+        deserialization, no classes named by the artifact).
+        """
         path = resolve_inside(directory, self.mojo_path, field=_FIELD)
         java = genmodel()
         mojo = _read_mojo(java, path, self.mojo_path)

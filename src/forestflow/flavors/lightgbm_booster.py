@@ -47,7 +47,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, resolve_inside
 from forestflow.flavors.booster_outputs import BoosterOutputs, OutputKind
 
 _FIELD = "flavor.LightGBM.modelPath"
@@ -72,8 +72,11 @@ class LightGBMFlavor(Flavor):
     model_path: str
     feature_names: tuple[str, ...] = ()
 
-    def load(self, directory: Path) -> LightGBMModel:
-        """Read the model text (checked first), load the booster, work out its signature."""
+    def load(self, directory: Path, policy: LoadPolicy) -> LightGBMModel:
+        """Read the model text (checked first), load the booster, work out its signature.
+
+        Any `policy` allows it: the model is text, read by LightGBM's parser, never unpickled.
+        """
         path = resolve_inside(directory, self.model_path, field=_FIELD)
         if not path.is_file():
             raise CreateServableRequestInvalidError(

@@ -14,11 +14,16 @@ can serve wins, whatever the order in the file:
    models of the scikit-learn API (`XGBClassifier`, ...) are skipped, python_function
    serves them;
 4. `lightgbm` → `LightGBM {modelPath: data}`, only for `lightgbm.basic.Booster` (same rule);
-5. `sklearn` → `Sklearn {modelPath: pickled_model, serializationFormat,
-   skopsTrustedTypes}` — the trusted types recorded in the MLmodel by whoever saved the
-   model are trusted, as `mlflow.sklearn.load_model` does;
+5. `sklearn` → `Sklearn {modelPath: pickled_model, serializationFormat}`. The MLmodel's
+   `skops_trusted_types` (what whoever saved the model chose to trust) is ignored, with an
+   info log line: only the operator's `security.skops_trusted_types` are trusted;
 6. `python_function` → `PyFunc {}` (needs mlflow in the server), except when its
    `loader_module` is `mlflow.h2o`, which would start an H2O cluster inside the server.
+
+The choice does not depend on the server's `LoadPolicy`: a chosen flavor whose format runs
+code when loaded (a pickled `sklearn` model, `python_function`) is refused when it loads,
+naming the setting `security.allow_unsafe_formats`, rather than skipped. (The safe
+flavors are preferred anyway: they come first.)
 
 Native runtimes come first: they need neither mlflow (≈ 2 s and 150 MB to import) nor the
 model's Python code, they treat missing values as the library does, and classifiers answer
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +54,8 @@ from typing import Any
 
 from forestflow.errors import CreateServableRequestInvalidError, FlavorUnavailable
 from forestflow.flavors.base import Flavor, parse_flavor, resolve_inside
+
+log = logging.getLogger(__name__)
 
 MLMODEL_FILE = "MLmodel"
 _FIELD = "path"
@@ -272,14 +280,16 @@ def _sklearn(directory: Path, conf: Mapping[str, Any], mlmodel: MLmodel) -> Flav
     if serialization is not None and serialization not in _SKLEARN_FORMATS:
         return f"serialization format {serialization!r} is not supported"
     path = _data_path(directory, conf, "pickled_model", "sklearn")
-    trusted = conf.get("skops_trusted_types") or []
-    if not isinstance(trusted, list) or not all(isinstance(name, str) for name in trusted):
-        raise CreateServableRequestInvalidError(
-            f"{MLMODEL_FILE} flavor 'sklearn' has skops_trusted_types that is not a list of "
-            "type names",
-            field=_FIELD,
+    trusted = conf.get("skops_trusted_types")
+    if trusted:
+        # Trust is the operator's to give, not the model author's (docs/flavors.md).
+        log.info(
+            "%s lists skops_trusted_types %s: ignored, the server trusts only the types of "
+            "its setting security.skops_trusted_types",
+            MLMODEL_FILE,
+            trusted,
         )
-    body: dict[str, Any] = {"modelPath": path, "skopsTrustedTypes": trusted}
+    body: dict[str, Any] = {"modelPath": path}
     if serialization is not None:
         body["serializationFormat"] = serialization
     return _build("Sklearn", _with_names(body, mlmodel))

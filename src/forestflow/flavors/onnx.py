@@ -40,7 +40,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, resolve_inside
 
 _FIELD = "flavor.ONNX.modelPath"
 _FEATURE_NAMES_FIELD = "flavor.ONNX.featureNames"
@@ -79,8 +79,11 @@ class OnnxFlavor(Flavor):
     model_path: str
     feature_names: tuple[str, ...] = ()
 
-    def load(self, directory: Path) -> OnnxModel:
-        """Open the graph in an onnxruntime session and work out its signature."""
+    def load(self, directory: Path, policy: LoadPolicy) -> OnnxModel:
+        """Open the graph in an onnxruntime session and work out its signature.
+
+        Any `policy` allows it: an ONNX graph is data (protobuf), it runs no code of its own.
+        """
         path = resolve_inside(directory, self.model_path, field=_FIELD)
         if not path.is_file():
             raise CreateServableRequestInvalidError(

@@ -3,8 +3,12 @@
 `{"PyFunc": {"modelPath": ".", "featureNames": [...]}}` — `modelPath` is the MLflow model
 directory (the one holding `MLmodel`) relative to the artifact. Loading imports mlflow
 (`pip install 'forestflow[mlflow]'`; ≈ 2 s the first time) and calls
-`mlflow.pyfunc.load_model`, which may import the model's own code: deploy only models from
-a trusted source. Telemetry is switched off before mlflow is imported.
+`mlflow.pyfunc.load_model`, which imports the model's own code and unpickles its files.
+
+Security: a python_function model is code, so the server refuses it (422, before mlflow
+is imported or anything of the model is loaded) unless the operator sets
+`security.allow_unsafe_formats` (`LoadPolicy.allow_unsafe_formats`); then deploy only
+models from a trusted source. Telemetry is switched off before mlflow is imported.
 
 Inputs come from the MLmodel `signature.inputs`:
 - named columns: one input each, typed double → Float64, float → Float32, long → Int64,
@@ -50,7 +54,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, resolve_inside
 from forestflow.flavors.mlflow_model import MLMODEL_FILE, MLmodel, Spec, read_mlmodel
 
 _FIELD = "flavor.PyFunc.modelPath"
@@ -85,16 +89,24 @@ class PyFuncFlavor(Flavor):
     model_path: str = "."
     feature_names: tuple[str, ...] = ()
 
-    def load(self, directory: Path) -> PyFuncModel:
-        """Read the MLmodel signature, then load the model with `mlflow.pyfunc.load_model`."""
+    def load(self, directory: Path, policy: LoadPolicy) -> PyFuncModel:
+        """Read the MLmodel signature, then load the model with `mlflow.pyfunc.load_model`.
+
+        Refused unless `policy.allow_unsafe_formats`: loading runs the model's own code.
+        """
         model_dir = resolve_inside(directory, self.model_path, field=_FIELD)
-        mlmodel = read_mlmodel(model_dir, field=_FIELD)
+        mlmodel = read_mlmodel(model_dir, field=_FIELD)  # YAML, read safely: no code runs
         if "python_function" not in mlmodel.flavors:
             raise CreateServableRequestInvalidError(
                 f"the {MLMODEL_FILE} has no python_function flavor (flavors found: "
                 f"{mlmodel.describe_flavors()})",
                 field=_FIELD,
             )
+        policy.require_unsafe_formats(
+            f"{self.model_path!r} is an MLflow python_function model, and python_function "
+            "models run their own Python code when loaded",
+            field=_FIELD,
+        )
         inputs = _plan_inputs(mlmodel, self.feature_names)
         mlflow_pyfunc, pandas = _import_mlflow()
         try:

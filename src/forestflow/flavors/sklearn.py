@@ -1,16 +1,22 @@
-"""Scikit-learn flavor: a fitted estimator or pipeline saved with joblib, pickle or skops.
+"""Scikit-learn flavor: a fitted estimator or pipeline saved with skops, joblib or pickle.
 
-Security: joblib and pickle files are pickles, and pickled artifacts execute code when
-they are loaded. Deploy only models that come from a trusted source. skops files do not
-run code: they hold only types skops trusts by default plus those listed in
-`skopsTrustedTypes` (MLflow records the list it was saved with as `skops_trusted_types`).
+Security: joblib, pickle and cloudpickle files are pickles, and a pickle runs code when it
+is loaded. The server refuses them (422, before a byte of the file is unpickled) unless
+the operator sets `security.allow_unsafe_formats` (`LoadPolicy.allow_unsafe_formats`):
+only then are pickles loaded, and only from trusted sources. skops files run no code:
+they may hold the types skops trusts by default plus those the operator lists in
+`security.skops_trusted_types`. Trust is the server's to give: a request's
+`skopsTrustedTypes` is refused, and MLflow's `skops_trusted_types` is ignored.
 
 Loading, by `serializationFormat` — `"cloudpickle"`, `"pickle"` or `"skops"` (MLflow's
-names) — or, when it is left out, by the file's extension (`.skops` → skops, anything else a
-pickle): skops files are read with `skops.io.load(path, trusted=skopsTrustedTypes)`, and a
-file holding other types is refused naming them; pickles from `.joblib`, `.pkl` and
-`.pickle` files with `joblib.load` (which also reads plain pickles and cloudpickle's
-output), any other file with `pickle.load`.
+names) — or, when it is left out, by the file's content: a file that starts like a pickle
+(the protocol byte `\x80`) is a pickle, whatever its name (`model.skops` included); else
+a zip archive, or a `.skops` file, is a skops file; anything else is a pickle. skops files
+are read with `skops.io.load(path, trusted=security.skops_trusted_types)`, and a file
+holding other types is refused naming them. Pickles (when allowed) from `.joblib`, `.pkl`
+and `.pickle` files with `joblib.load` (which also reads plain pickles and cloudpickle's
+output), any other file with `pickle.load`. A `serializationFormat` only chooses the
+reader: a pickle format is refused like any pickle, and `skops` never unpickles.
 
 Inputs: named by the estimator's `feature_names_in_`, else by `featureNames`, else the
 model takes the request's fields in request order (as many as `n_features_in_`). Every
@@ -36,6 +42,7 @@ from __future__ import annotations
 import importlib
 import math
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,7 +58,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, resolve_inside
 
 _FIELD = "flavor.Sklearn.modelPath"
 _FEATURE_NAMES_FIELD = "flavor.Sklearn.featureNames"
@@ -60,6 +67,7 @@ _TRUSTED_FIELD = "flavor.Sklearn.skopsTrustedTypes"
 _SKOPS = "skops"
 _FORMATS = ("cloudpickle", "pickle", _SKOPS)
 _JOBLIB_SUFFIXES = frozenset({".joblib", ".pkl", ".pickle"})
+_PICKLE_START = b"\x80"  # the PROTO opcode that opens every pickle of protocol 2 or later
 _TRUST = "pickled artifacts execute code when loaded: deploy only models from a trusted source"
 _STRING_KINDS = "OUS"
 
@@ -69,10 +77,11 @@ _REFUSED, _KEPT, _REMOVED = "refused", "kept", "removed"
 
 @dataclass(frozen=True, slots=True)
 class SklearnFlavor(Flavor):
-    """`{"Sklearn": {"modelPath": "model.joblib", "featureNames": [...]}}`: a saved estimator.
+    """`{"Sklearn": {"modelPath": "model.skops", "featureNames": [...]}}`: a saved estimator.
 
-    Also `serializationFormat` (`cloudpickle`, `pickle`, `skops`; default from the file
-    extension) and `skopsTrustedTypes` (type names a skops file may hold beyond skops' own).
+    Also `serializationFormat` (`cloudpickle`, `pickle`, `skops`; default from the file's
+    content). `skopsTrustedTypes` is decoded (so stored deploys still parse) but refused
+    at load: trusted types are the server setting `security.skops_trusted_types`.
     """
 
     model_path: str
@@ -80,16 +89,25 @@ class SklearnFlavor(Flavor):
     serialization_format: str | None = None
     skops_trusted_types: tuple[str, ...] = ()
 
-    def load(self, directory: Path) -> SklearnModel:
-        """Read the estimator (pickles: trusted sources only) and work out its signature."""
+    def load(self, directory: Path, policy: LoadPolicy) -> SklearnModel:
+        """Read the estimator (pickles only if `policy` allows them), work out its signature."""
+        if self.skops_trusted_types:
+            raise CreateServableRequestInvalidError(
+                "a request cannot choose which types a skops file may hold: they are the "
+                "server setting security.skops_trusted_types "
+                "(FORESTFLOW_SECURITY__SKOPS_TRUSTED_TYPES), set by the operator; leave "
+                "skopsTrustedTypes out",
+                field=_TRUSTED_FIELD,
+            )
         path = resolve_inside(directory, self.model_path, field=_FIELD)
         if not path.is_file():
             raise CreateServableRequestInvalidError(
                 f"{self.model_path!r} is a directory, not a model file", field=_FIELD
             )
         if self._format(path) == _SKOPS:
-            estimator = _skops_load(path, self.model_path, self.skops_trusted_types)
+            estimator = _skops_load(path, self.model_path, policy.skops_trusted_types)
         else:
+            policy.require_unsafe_formats(self._pickle_reason(), field=_FIELD)
             estimator = _unpickle(path, self.model_path)
         if not callable(getattr(estimator, "predict", None)):
             raise CreateServableRequestInvalidError(
@@ -104,7 +122,7 @@ class SklearnFlavor(Flavor):
 
     def _format(self, path: Path) -> str:
         if self.serialization_format is None:
-            return _SKOPS if path.suffix.lower() == ".skops" else "pickle"
+            return _content_format(path)
         chosen = self.serialization_format.lower()
         if chosen not in _FORMATS:
             raise CreateServableRequestInvalidError(
@@ -113,6 +131,23 @@ class SklearnFlavor(Flavor):
                 field=_FORMAT_FIELD,
             )
         return chosen
+
+    def _pickle_reason(self) -> str:
+        chosen = self.serialization_format
+        given = f" (serializationFormat {chosen!r})" if chosen is not None else ""
+        return f"{self.model_path!r} is a pickle{given}, and pickles run code when loaded"
+
+
+def _content_format(path: Path) -> str:
+    """`skops` or `pickle`, by what the file holds: its name alone is not trusted."""
+    with path.open("rb") as file:
+        start = file.read(len(_PICKLE_START))
+    if start == _PICKLE_START:
+        return "pickle"  # a pickle named model.skops is still a pickle
+    # A skops file is a zip archive; a damaged one named .skops gets skops' own error.
+    if path.suffix.lower() == ".skops" or zipfile.is_zipfile(path):
+        return _SKOPS
+    return "pickle"
 
 
 class SklearnModel(LoadedModel):
@@ -190,9 +225,9 @@ def _skops_load(path: Path, relative: str, trusted: tuple[str, ...]) -> Any:
         ) from None
     raise CreateServableRequestInvalidError(
         f"{relative!r} holds types skops does not trust: {', '.join(untrusted)}. Review "
-        "them; if you trust the model's source, list them in skopsTrustedTypes (MLflow: "
-        "save the model with skops_trusted_types)",
-        field=_TRUSTED_FIELD,
+        "them; if you trust the model's source, the operator lists them in the server "
+        "setting security.skops_trusted_types (FORESTFLOW_SECURITY__SKOPS_TRUSTED_TYPES)",
+        field=_FIELD,
     )
 
 
@@ -203,7 +238,7 @@ def _unpickle(path: Path, relative: str) -> Any:
         if path.suffix.lower() in _JOBLIB_SUFFIXES:
             return joblib.load(path)
         with path.open("rb") as file:
-            return pickle.load(file)  # noqa: S301 - the flavor's purpose; trust is documented
+            return pickle.load(file)  # noqa: S301 - only when the operator allows pickles
     except Exception as error:  # unpickling can raise anything the pickled code raises
         reason = _one_line(error, path, relative)
         if not reason and isinstance(error, EOFError):

@@ -56,7 +56,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import Flavor, LoadedModel, resolve_inside
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, resolve_inside
 from forestflow.flavors.booster_outputs import BoosterOutputs, OutputKind
 
 _FIELD = "flavor.XGBoost.modelPath"
@@ -85,8 +85,11 @@ class XGBoostFlavor(Flavor):
     model_path: str
     feature_names: tuple[str, ...] = ()
 
-    def load(self, directory: Path) -> XGBoostModel:
-        """Read the booster (checked well-formed first) and work out its signature."""
+    def load(self, directory: Path, policy: LoadPolicy) -> XGBoostModel:
+        """Read the booster (checked well-formed first) and work out its signature.
+
+        Any `policy` allows it: xgboost's own formats are data, never unpickled.
+        """
         path = resolve_inside(directory, self.model_path, field=_FIELD)
         if not path.is_file():
             raise CreateServableRequestInvalidError(

@@ -13,7 +13,7 @@ from forestflow.domain.fqrv import FQRV
 from forestflow.domain.frame import Frame
 from forestflow.domain.signature import ModelSignature, conform
 from forestflow.errors import ForestFlowError, ModelFailedError, UnknownServable
-from forestflow.flavors.base import Flavor, LoadedModel
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
 from forestflow.serving.scheduler import ShadowDone, WorkScheduler
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,14 @@ class InProcessRunner(ServableRunner):
     only when the jobs already using it have finished.
     """
 
-    def __init__(self, scheduler: WorkScheduler) -> None:
+    def __init__(self, scheduler: WorkScheduler, load_policy: LoadPolicy | None = None) -> None:
         self._scheduler = scheduler
+        self._load_policy = load_policy if load_policy is not None else LoadPolicy()
         self._slots: dict[FQRV, _Slot] = {}
 
     async def start(self, fqrv: FQRV, flavor: Flavor, directory: Path) -> ModelSignature:
-        """Load the model on a worker thread (loading is CPU-bound) and keep it."""
-        model = await asyncio.to_thread(flavor.load, directory)
+        """Load the model on a worker thread (loading is CPU-bound), within the load policy."""
+        model = await asyncio.to_thread(flavor.load, directory, self._load_policy)
         previous = self._slots.pop(fqrv, None)
         self._slots[fqrv] = _Slot(fqrv, model)
         if previous is not None:

@@ -18,6 +18,15 @@ from tests.payloads import FIXTURES
 
 MLFLOW = FIXTURES / "mlflow"
 DIRECTORIES = sorted(path.parent for path in MLFLOW.glob("*/*/MLmodel"))
+# The skops fixture's forest type: the server trusts it only from its own setting (the
+# MLmodel's skops_trusted_types is ignored).
+TREE = "sklearn.tree._tree.Tree"
+
+
+@pytest.fixture
+async def trusting(harness_factory: HarnessFactory) -> Harness:
+    """A harness that also trusts the skops fixture's tree type."""
+    return await harness_factory(security={"skops_trusted_types": [TREE]})
 
 
 def expected(directory: Path) -> dict[str, Any]:
@@ -117,8 +126,9 @@ async def deploy(harness: Harness, directory: Path, release: str, *, wrapped: bo
 @pytest.mark.parametrize("directory", DIRECTORIES, ids=lambda d: f"{d.parent.name}/{d.name}")
 class TestMLflowFixturesOverRest:
     async def test_bare_and_wrapped_requests_score_as_mlflow_did(
-        self, harness: Harness, directory: Path
+        self, trusting: Harness, directory: Path
     ) -> None:
+        harness = trusting
         await deploy(harness, directory, "bare", wrapped=False)
         await deploy(harness, directory, "wrapped", wrapped=True)
         reference = expected(directory)
@@ -132,10 +142,10 @@ class TestMLflowFixturesOverRest:
             assert_matches(named_predictions(response.json()), reference)
 
     async def test_metadata_lists_the_signature_inputs(
-        self, harness: Harness, directory: Path
+        self, trusting: Harness, directory: Path
     ) -> None:
-        await deploy(harness, directory, "v1", wrapped=False)
-        response = await harness.client.get(f"{contract_path(directory)}/v1/metadata")
+        await deploy(trusting, directory, "v1", wrapped=False)
+        response = await trusting.client.get(f"{contract_path(directory)}/v1/metadata")
         assert response.status_code == 200, response.text
         features = response.json()["BasicMetaData"]["features"]
         reference = expected(directory)

@@ -23,7 +23,7 @@ import pytest
 from forestflow.domain.frame import Frame, TensorType
 from forestflow.domain.signature import conform
 from forestflow.errors import CreateServableRequestInvalidError, InferenceRequestInvalidError
-from forestflow.flavors.base import parse_flavor
+from forestflow.flavors.base import LoadPolicy, parse_flavor
 from forestflow.flavors.h2o_jvm import genmodel
 from forestflow.flavors.h2o_mojo import H2OMojoFlavor, H2OMojoModel
 
@@ -61,7 +61,7 @@ def fixture_frame(reference: dict[str, Any], rows: Sequence[Sequence[object]]) -
 def load(directory: Path, **fields: object) -> H2OMojoModel:
     """Decode the flavor from wire JSON, as a serve request would, and load it."""
     body = {"mojoPath": expected(directory)["model_file"], "version": "3.46.0.11", **fields}
-    model = parse_flavor({"H2OMojo": body}).load(directory)
+    model = parse_flavor({"H2OMojo": body}).load(directory, LoadPolicy())
     assert isinstance(model, H2OMojoModel)
     return model
 
@@ -259,7 +259,7 @@ class TestFixturePredictions:
         reference = expected(directory)
         with zipfile.ZipFile(directory / reference["model_file"]) as archive:
             archive.extractall(tmp_path / "unpacked")
-        model = parse_flavor({"H2OMojo": {"mojoPath": "unpacked"}}).load(tmp_path)
+        model = parse_flavor({"H2OMojo": {"mojoPath": "unpacked"}}).load(tmp_path, LoadPolicy())
         assert_matches(score(model, fixture_frame(reference, reference["rows"])), reference)
 
 
@@ -314,7 +314,7 @@ class TestSignature:
             {},
             {"domains/d003.txt": "label\nyes\n"},
         )
-        model = parse_flavor({"H2OMojo": {"mojoPath": "m.zip"}}).load(tmp_path)
+        model = parse_flavor({"H2OMojo": {"mojoPath": "m.zip"}}).load(tmp_path, LoadPolicy())
         assert [s.name for s in model.signature.outputs] == ["label", "proba_label", "proba_yes"]
         reference = expected(BINOMIAL)
         result = score(model, fixture_frame(reference, reference["rows"]))
@@ -350,7 +350,7 @@ class TestValueConversion:
             {},
             {"domains/d001.txt": "region.east\nregion.north\nregion.south\nregion.west\n"},
         )
-        model = parse_flavor({"H2OMojo": {"mojoPath": "prefixed.zip"}}).load(tmp_path)
+        model = parse_flavor({"H2OMojo": {"mojoPath": "prefixed.zip"}}).load(tmp_path, LoadPolicy())
         assert model.signature.inputs[1].domain == (
             "region.east",
             "region.north",
@@ -432,7 +432,7 @@ class TestBatch:
 class TestOtherCategoriesAndEncodings:
     def test_kmeans_outputs_the_nearest_cluster_as_int32(self, tmp_path: Path) -> None:
         kmeans_mojo(tmp_path)
-        model = parse_flavor({"H2OMojo": {"mojoPath": "kmeans.zip"}}).load(tmp_path)
+        model = parse_flavor({"H2OMojo": {"mojoPath": "kmeans.zip"}}).load(tmp_path, LoadPolicy())
         assert [(s.name, s.type) for s in model.signature.outputs] == [
             ("Clustering", TensorType.Int32)
         ]
@@ -450,7 +450,7 @@ class TestOtherCategoriesAndEncodings:
         self, tmp_path: Path, flag: bool
     ) -> None:
         path = isolation_forest_mojo(tmp_path, flag)
-        model = parse_flavor({"H2OMojo": {"mojoPath": path.name}}).load(tmp_path)
+        model = parse_flavor({"H2OMojo": {"mojoPath": path.name}}).load(tmp_path, LoadPolicy())
         names = ["isAnomaly", "score", "normalizedScore"] if flag else ["score", "normalizedScore"]
         assert [s.name for s in model.signature.outputs] == names
         reference = expected(REGRESSION)
@@ -473,7 +473,7 @@ class TestOtherCategoriesAndEncodings:
 
     def test_a_one_hot_encoded_mojo_is_scored_through_the_wrapper(self, tmp_path: Path) -> None:
         one_hot_gbm_mojo(tmp_path)
-        model = parse_flavor({"H2OMojo": {"mojoPath": "one_hot.zip"}}).load(tmp_path)
+        model = parse_flavor({"H2OMojo": {"mojoPath": "one_hot.zip"}}).load(tmp_path, LoadPolicy())
         reference = expected(REGRESSION)
         assert model.signature.input_names == reference["features"]
         assert_matches(score(model, fixture_frame(reference, reference["rows"])), reference)
@@ -486,7 +486,7 @@ class TestOffsetColumn:
             tmp_path / "offset.zip",
             {"beta = ": "offset_column = exposure\nbeta = "},
         )
-        model = parse_flavor({"H2OMojo": {"mojoPath": "offset.zip"}}).load(tmp_path)
+        model = parse_flavor({"H2OMojo": {"mojoPath": "offset.zip"}}).load(tmp_path, LoadPolicy())
         assert isinstance(model, H2OMojoModel)
         return model
 
@@ -523,7 +523,7 @@ class TestOffsetColumn:
 class TestBadArtifacts:
     def refused(self, directory: Path, mojo_path: str) -> CreateServableRequestInvalidError:
         with pytest.raises(CreateServableRequestInvalidError) as caught:
-            parse_flavor({"H2OMojo": {"mojoPath": mojo_path}}).load(directory)
+            parse_flavor({"H2OMojo": {"mojoPath": mojo_path}}).load(directory, LoadPolicy())
         assert caught.value.field == FIELD
         assert str(directory) not in caught.value.message
         assert "Traceback" not in caught.value.message
@@ -600,18 +600,18 @@ class TestJvm:
             import json, os, signal, sys, threading
             from pathlib import Path
             import forestflow.flavors.h2o_mojo
-            from forestflow.flavors.base import parse_flavor
+            from forestflow.flavors.base import LoadPolicy, parse_flavor
             facts = {{"jpype_on_import": "jpype" in sys.modules}}
             onnx = {{"modelPath": "model.onnx", "featureNames": ["a", "b", "c", "d"]}}
-            parse_flavor({{"ONNX": onnx}}).load(Path({str(ONNX_MODEL)!r}))
+            parse_flavor({{"ONNX": onnx}}).load(Path({str(ONNX_MODEL)!r}), LoadPolicy())
             facts["jpype_after_onnx"] = "jpype" in sys.modules
             h2o = {{"H2OMojo": {{"mojoPath": "gbm_powerplant_regression.zip"}}}}
-            parse_flavor(h2o).load(Path({str(REGRESSION)!r}))
+            parse_flavor(h2o).load(Path({str(REGRESSION)!r}), LoadPolicy())
             import jpype
             facts["started"] = jpype.isJVMStarted()
             system = jpype.JClass("java.lang.System")
             facts["classpath"] = str(system.getProperty("java.class.path"))
-            parse_flavor(h2o).load(Path({str(REGRESSION)!r}))  # reuses the JVM
+            parse_flavor(h2o).load(Path({str(REGRESSION)!r}), LoadPolicy())  # reuses the JVM
             handled = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: handled.set())
             os.kill(os.getpid(), signal.SIGTERM)
@@ -639,10 +639,10 @@ class TestJvm:
             import json
             from pathlib import Path
             from forestflow.errors import CreateServableRequestInvalidError
-            from forestflow.flavors.base import parse_flavor
+            from forestflow.flavors.base import LoadPolicy, parse_flavor
             h2o = {{"H2OMojo": {{"mojoPath": "gbm_powerplant_regression.zip"}}}}
             try:
-                parse_flavor(h2o).load(Path({str(REGRESSION)!r}))
+                parse_flavor(h2o).load(Path({str(REGRESSION)!r}), LoadPolicy())
             except CreateServableRequestInvalidError as error:
                 print(json.dumps({{"message": error.message}}))
         """
@@ -656,13 +656,13 @@ class TestJvm:
             import json, sys
             from pathlib import Path
             from forestflow.errors import FlavorUnavailable
-            from forestflow.flavors.base import parse_flavor
+            from forestflow.flavors.base import LoadPolicy, parse_flavor
             h2o = {{"H2OMojo": {{"mojoPath": "gbm_powerplant_regression.zip"}}}}
             messages = []
             for blocked in ("jpype", "h2o"):
                 sys.modules[blocked] = None  # what an uninstalled package looks like to import
                 try:
-                    parse_flavor(h2o).load(Path({str(REGRESSION)!r}))
+                    parse_flavor(h2o).load(Path({str(REGRESSION)!r}), LoadPolicy())
                 except FlavorUnavailable as error:
                     messages.append(error.message)
                 del sys.modules[blocked]

@@ -23,7 +23,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import LoadedModel, parse_flavor
+from forestflow.flavors.base import LoadedModel, LoadPolicy, parse_flavor
 from forestflow.flavors.lightgbm_booster import LightGBMFlavor
 
 FIXTURE = (
@@ -58,7 +58,7 @@ def score(model: LoadedModel, frame: Frame) -> Frame:
 
 def load(directory: Path, file: str, **fields: object) -> LoadedModel:
     """Decode the flavor from wire JSON, as a serve request would, and load it."""
-    return parse_flavor({"LightGBM": {"modelPath": file, **fields}}).load(directory)
+    return parse_flavor({"LightGBM": {"modelPath": file, **fields}}).load(directory, LoadPolicy())
 
 
 def data(rows: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -377,20 +377,20 @@ def cut_parameter_line(text: str) -> str:
 class TestLoadErrors:
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(CreateServableRequestInvalidError, match="not found") as caught:
-            LightGBMFlavor("model.lgb").load(tmp_path)
+            LightGBMFlavor("model.lgb").load(tmp_path, LoadPolicy())
         assert caught.value.field == FIELD
 
     def test_path_escaping_the_directory(self, tmp_path: Path) -> None:
         (tmp_path / "model.lgb").write_text(fixture_text())
         (tmp_path / "inner").mkdir()
         with pytest.raises(CreateServableRequestInvalidError, match="outside") as caught:
-            LightGBMFlavor("../model.lgb").load(tmp_path / "inner")
+            LightGBMFlavor("../model.lgb").load(tmp_path / "inner", LoadPolicy())
         assert caught.value.field == FIELD
 
     def test_directory_instead_of_file(self, tmp_path: Path) -> None:
         (tmp_path / "model.lgb").mkdir()
         with pytest.raises(CreateServableRequestInvalidError, match="directory"):
-            LightGBMFlavor("model.lgb").load(tmp_path)
+            LightGBMFlavor("model.lgb").load(tmp_path, LoadPolicy())
 
     @pytest.mark.parametrize(
         ("content", "reason"),
@@ -424,14 +424,14 @@ class TestLoadErrors:
     def test_corrupt_file(self, tmp_path: Path, content: bytes, reason: str) -> None:
         (tmp_path / "model.lgb").write_bytes(content)
         with pytest.raises(CreateServableRequestInvalidError, match=reason) as caught:
-            LightGBMFlavor("model.lgb").load(tmp_path)
+            LightGBMFlavor("model.lgb").load(tmp_path, LoadPolicy())
         assert "not a valid LightGBM model" in caught.value.message
         assert "\n" not in caught.value.message
         assert "/__w/" not in caught.value.message  # LightGBM's source paths are cut
 
     def test_crlf_model_file_loads(self, tmp_path: Path, fixture_model: LoadedModel) -> None:
         (tmp_path / "model.lgb").write_bytes(fixture_text().replace("\n", "\r\n").encode())
-        model = LightGBMFlavor("model.lgb").load(tmp_path)
+        model = LightGBMFlavor("model.lgb").load(tmp_path, LoadPolicy())
         frame = conform(frame_of(expected_json()["features"], fixture_rows()), model.signature)
         np.testing.assert_array_equal(model.predict(frame)["1"], fixture_model.predict(frame)["1"])
 
@@ -441,7 +441,7 @@ class TestLoadErrors:
         (tmp_path / "model.lgb").write_text("tree\n")
         monkeypatch.setitem(sys.modules, "lightgbm", None)  # makes the import fail
         with pytest.raises(FlavorUnavailable, match=r"'lightgbm'.*forestflow\[lightgbm\]"):
-            LightGBMFlavor("model.lgb").load(tmp_path)
+            LightGBMFlavor("model.lgb").load(tmp_path, LoadPolicy())
 
     def test_closed_model_refuses_to_score(self, regressor: Trained) -> None:
         model = regressor.load()

@@ -5,6 +5,7 @@ API of xgboost and lightgbm, unsupported flavors, broken or incomplete files."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import yaml
 from forestflow.domain.codec import encode
 from forestflow.domain.frame import TensorType
 from forestflow.errors import CreateServableRequestInvalidError
-from forestflow.flavors.base import Flavor, parse_flavor
+from forestflow.flavors.base import Flavor, LoadPolicy, parse_flavor
 from forestflow.flavors.mlflow_model import flavor_from_mlmodel, read_mlmodel
 
 REPO = Path(__file__).parents[3]
@@ -56,12 +57,9 @@ FIXTURE_FLAVORS: dict[str, dict[str, Any]] = {
     "sklearn/logreg_iris_pipeline": {
         "Sklearn": {"modelPath": "model.pkl", "serializationFormat": "cloudpickle"}
     },
+    # the MLmodel's skops_trusted_types are not carried over: only the server trusts types
     "sklearn/rf_diabetes_regression": {
-        "Sklearn": {
-            "modelPath": "model.skops",
-            "serializationFormat": "skops",
-            "skopsTrustedTypes": ["sklearn.tree._tree.Tree"],
-        }
+        "Sklearn": {"modelPath": "model.skops", "serializationFormat": "skops"}
     },
     "xgboost/xgb_breast_cancer_booster": {"XGBoost": {"modelPath": "model.ubj"}},
 }
@@ -131,9 +129,8 @@ class TestFixtures:
         assert parse_flavor(encode(flavor)) == flavor
 
     def test_onnx_single_2d_input_takes_its_names_from_the_signature(self) -> None:
-        model = flavor_from_mlmodel(MLFLOW / "onnx/gbr_powerplant_onnx").load(
-            MLFLOW / "onnx/gbr_powerplant_onnx"
-        )
+        directory = MLFLOW / "onnx/gbr_powerplant_onnx"
+        model = flavor_from_mlmodel(directory).load(directory, LoadPolicy())
         assert [(s.name, s.type) for s in model.signature.inputs] == [
             (name, TensorType.Float32) for name in POWERPLANT
         ]
@@ -247,7 +244,7 @@ class TestH2O:
         assert flavor == parse_flavor(
             {"H2OMojo": {"mojoPath": "model.h2o/gbm.zip", "version": "3.46.0.11"}}
         )
-        model = flavor.load(directory)
+        model = flavor.load(directory, LoadPolicy())
         assert model.signature.input_names == [
             spec["name"] for spec in expected(MOJO)["feature_types"]
         ]
@@ -351,12 +348,23 @@ class TestRefused:
         )
         assert "signature.inputs is not valid JSON" in refused(directory).message
 
-    def test_untrusted_types_must_be_a_list(self, model_dir: Callable[..., Path]) -> None:
+    @pytest.mark.parametrize("trusted", [["sklearn.tree._tree.Tree"], "sklearn.tree"])
+    def test_mlmodel_trusted_types_are_ignored_and_logged(
+        self, model_dir: Callable[..., Path], caplog: pytest.LogCaptureFixture, trusted: object
+    ) -> None:
         directory = model_dir(
-            {"sklearn": {"pickled_model": "m.skops", "skops_trusted_types": "sklearn.tree"}},
+            {"sklearn": {"pickled_model": "m.skops", "skops_trusted_types": trusted}},
             files={"m.skops": b"x"},
         )
-        assert "skops_trusted_types that is not a list" in refused(directory).message
+        with caplog.at_level(logging.INFO, logger="forestflow.flavors.mlflow_model"):
+            flavor = flavor_from_mlmodel(directory)
+        assert flavor == parse_flavor(
+            {"Sklearn": {"modelPath": "m.skops", "featureNames": POWERPLANT}}
+        )
+        (record,) = caplog.records
+        assert record.levelno == logging.INFO
+        assert "ignored" in record.getMessage()
+        assert "security.skops_trusted_types" in record.getMessage()
 
     def test_fixture_copy_without_its_model_file(self, tmp_path: Path) -> None:
         directory = tmp_path / "rf"

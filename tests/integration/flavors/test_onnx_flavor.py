@@ -26,7 +26,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import LoadedModel, parse_flavor
+from forestflow.flavors.base import LoadedModel, LoadPolicy, parse_flavor
 from forestflow.flavors.onnx import OnnxFlavor
 
 REPO = Path(__file__).parents[3]
@@ -62,7 +62,9 @@ def make_frame(names: Sequence[str], rows: Sequence[Sequence[object]]) -> Frame:
 
 def load(directory: Path, **fields: object) -> LoadedModel:
     """Decode the flavor from wire JSON, as a serve request would, and load it."""
-    return parse_flavor({"ONNX": {"modelPath": "model.onnx", **fields}}).load(directory)
+    return parse_flavor({"ONNX": {"modelPath": "model.onnx", **fields}}).load(
+        directory, LoadPolicy()
+    )
 
 
 def score(model: LoadedModel, frame: Frame) -> Frame:

@@ -1,6 +1,7 @@
 """The PyFunc flavor on real MLflow python_function models: the custom ensemble fixture (made
 by mlflow 3.17.2) and small `PythonModel`s saved here with `mlflow.pyfunc.save_model`, each
-signature shape the flavor handles, and every shape of result a model can return."""
+signature shape the flavor handles, and every shape of result a model can return. Loading
+runs the model's code, so it is refused unless the load policy allows unsafe formats."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import LoadedModel, parse_flavor
+from forestflow.flavors.base import LoadedModel, LoadPolicy, parse_flavor
 from forestflow.flavors.pyfunc import PyFuncFlavor, PyFuncModel
 
 with warnings.catch_warnings():
@@ -37,6 +38,8 @@ with warnings.catch_warnings():
 REPO = Path(__file__).parents[3]
 ENSEMBLE = REPO / "tests" / "fixtures" / "mlflow" / "pyfunc" / "custom_powerplant_ensemble"
 FIELD = "flavor.PyFunc.modelPath"
+# These tests' own models are trusted; TestSafeLoading checks what the default refuses.
+TRUSTING = LoadPolicy(allow_unsafe_formats=True)
 
 # The predict methods are annotated with pd.DataFrame, a hint from which MLflow infers no
 # schema: without any hint, defining the class prints a warning that no filter can silence
@@ -86,6 +89,19 @@ class Shaper(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
                     }
                 )
         return np.zeros((len(x), 2, 2))
+
+
+class TouchOnLoad(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Creates `marker` when mlflow loads it: proof that the model's code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def load_context(self, context: Any) -> None:
+        Path(self.marker).touch()
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        return model_input
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +168,7 @@ def shaper(save: Callable[..., Path]) -> Callable[[str], Path]:
 
 def load(directory: Path, **fields: Any) -> LoadedModel:
     """Decode the flavor from wire JSON, as a serve request would, and load it."""
-    return parse_flavor({"PyFunc": fields}).load(directory)
+    return parse_flavor({"PyFunc": fields}).load(directory, TRUSTING)
 
 
 def score(model: LoadedModel, frame: Frame) -> Frame:
@@ -402,18 +418,18 @@ class TestWithoutSignature:
 class TestLoadErrors:
     def test_directory_without_mlmodel(self, tmp_path: Path) -> None:
         with pytest.raises(CreateServableRequestInvalidError, match="no MLmodel") as caught:
-            PyFuncFlavor().load(tmp_path)
+            PyFuncFlavor().load(tmp_path, TRUSTING)
         assert caught.value.field == FIELD
 
     def test_model_path_outside_the_artifact(self, tmp_path: Path) -> None:
         (tmp_path / "inner").mkdir()
         with pytest.raises(CreateServableRequestInvalidError, match="outside"):
-            PyFuncFlavor("..").load(tmp_path / "inner")
+            PyFuncFlavor("..").load(tmp_path / "inner", TRUSTING)
 
     def test_mlmodel_without_python_function(self, tmp_path: Path) -> None:
         (tmp_path / "MLmodel").write_text("flavors:\n  keras: {data: data}\n")
         with pytest.raises(CreateServableRequestInvalidError, match=r"no python_function.*keras"):
-            PyFuncFlavor().load(tmp_path)
+            PyFuncFlavor().load(tmp_path, TRUSTING)
 
     def test_model_that_mlflow_cannot_load(self, tmp_path: Path) -> None:
         shutil.copytree(ENSEMBLE, tmp_path / "m")
@@ -421,7 +437,7 @@ class TestLoadErrors:
         with pytest.raises(
             CreateServableRequestInvalidError, match="mlflow could not load"
         ) as caught:
-            PyFuncFlavor().load(tmp_path / "m")
+            PyFuncFlavor().load(tmp_path / "m", TRUSTING)
         assert "\n" not in caught.value.message
         assert str(tmp_path) not in caught.value.message
 
@@ -432,7 +448,7 @@ class TestLoadErrors:
     def test_missing_mlflow_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "mlflow.pyfunc", None)  # makes the import fail
         with pytest.raises(FlavorUnavailable, match=r"'mlflow-skinny'.*forestflow\[mlflow\]"):
-            PyFuncFlavor().load(ENSEMBLE)
+            PyFuncFlavor().load(ENSEMBLE, TRUSTING)
 
     def test_closed_model_refuses_to_predict(self) -> None:
         model = load(ENSEMBLE)
@@ -440,6 +456,31 @@ class TestLoadErrors:
         model.close()
         with pytest.raises(RuntimeError, match="closed"):
             model.predict(Frame({"x": np.array([1.0])}))
+
+
+class TestSafeLoading:
+    def test_refused_by_default_before_the_model_s_code_runs(
+        self, save: Callable[..., Path], tmp_path: Path
+    ) -> None:
+        marker = tmp_path / "ran"
+        directory = save(TouchOnLoad(str(marker)), ModelSignature(Schema([ColSpec("double", "x")])))
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            PyFuncFlavor().load(directory, LoadPolicy())
+        assert not marker.exists()
+        assert caught.value.field == FIELD
+        assert caught.value.message == (
+            "'.' is an MLflow python_function model, and python_function models run their own "
+            "Python code when loaded; the server refuses them unless the operator sets "
+            "security.allow_unsafe_formats (FORESTFLOW_SECURITY__ALLOW_UNSAFE_FORMATS=true)"
+        )
+        model = PyFuncFlavor().load(directory, TRUSTING)
+        assert marker.exists()  # so the policy check is what stopped it above
+        assert columns(score(model, Frame({"x": np.array([1.5])}))) == {"x": [1.5]}
+
+    def test_trusting_skops_types_does_not_allow_python_function(self) -> None:
+        policy = LoadPolicy(skops_trusted_types=("sklearn.tree._tree.Tree",))
+        with pytest.raises(CreateServableRequestInvalidError, match="allow_unsafe_formats"):
+            PyFuncFlavor().load(ENSEMBLE, policy)
 
 
 class TestFlavorValue:

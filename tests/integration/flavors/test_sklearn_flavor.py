@@ -1,10 +1,13 @@
-"""The scikit-learn flavor on real estimators trained here (fixed seeds) and saved with joblib."""
+"""The scikit-learn flavor on real estimators trained here (fixed seeds) and saved with joblib
+or skops, and what the load policy lets it read: pickles only when the operator allows them,
+skops files with the types the operator trusts."""
 
 from __future__ import annotations
 
 import json
 import pickle
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -30,7 +34,8 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import LoadedModel, parse_flavor
+from forestflow.flavors.base import LoadedModel, LoadPolicy, parse_flavor
+from forestflow.flavors.mlflow_model import flavor_from_mlmodel
 from forestflow.flavors.sklearn import SklearnFlavor
 
 REPO = Path(__file__).parents[3]
@@ -40,6 +45,32 @@ TREE = "sklearn.tree._tree.Tree"
 SEED = 1234
 NUMERIC = ["temperature", "vacuum", "pressure"]
 CHURN = ["tenure", "charges", "contract"]
+# These tests' own pickles are trusted; TestSafeLoading checks what the default refuses.
+TRUSTING = LoadPolicy(allow_unsafe_formats=True)
+
+
+class Halver(RegressorMixin, BaseEstimator):
+    """An estimator of this module: a type skops does not trust unless told to."""
+
+    def fit(self, features: np.ndarray, target: np.ndarray) -> Halver:
+        self.n_features_in_ = features.shape[1]
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(features, dtype=float)[:, 0] / 2
+
+
+HALVER = f"{Halver.__module__}.Halver"
+
+
+class TouchOnLoad:
+    """Unpickling it creates `marker`: proof that code in the pickle ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.marker,))
 
 
 @dataclass(frozen=True)
@@ -51,10 +82,10 @@ class Trained:
     file: str
     rows: pd.DataFrame
 
-    def load(self, **fields: object) -> LoadedModel:
+    def load(self, policy: LoadPolicy = TRUSTING, **fields: object) -> LoadedModel:
         """Decode the flavor from wire JSON, as a serve request would, and load it."""
         flavor = parse_flavor({"Sklearn": {"modelPath": self.file, **fields}})
-        return flavor.load(self.directory)
+        return flavor.load(self.directory, policy)
 
 
 def numeric_data(rows: int = 80) -> tuple[pd.DataFrame, np.ndarray]:
@@ -342,14 +373,14 @@ class TestOtherShapes:
 class TestLoadErrors:
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(CreateServableRequestInvalidError, match="not found") as caught:
-            SklearnFlavor("model.joblib").load(tmp_path)
+            SklearnFlavor("model.joblib").load(tmp_path, TRUSTING)
         assert caught.value.field == "flavor.Sklearn.modelPath"
 
     def test_path_escaping_the_directory(self, dataframe_regressor: Trained) -> None:
         inner = dataframe_regressor.directory / "inner"
         inner.mkdir(exist_ok=True)
         with pytest.raises(CreateServableRequestInvalidError, match="outside"):
-            SklearnFlavor("../model.joblib").load(inner)
+            SklearnFlavor("../model.joblib").load(inner, TRUSTING)
 
     @pytest.mark.parametrize(
         ("file", "content"),
@@ -368,7 +399,7 @@ class TestLoadErrors:
         with pytest.raises(
             CreateServableRequestInvalidError, match="could not be unpickled"
         ) as caught:
-            SklearnFlavor(file).load(tmp_path)
+            SklearnFlavor(file).load(tmp_path, TRUSTING)
         assert "execute code when loaded" in caught.value.message
         assert "trusted source" in caught.value.message
         assert "\n" not in caught.value.message
@@ -376,12 +407,12 @@ class TestLoadErrors:
     def test_object_without_predict(self, tmp_path: Path) -> None:
         joblib.dump({"weights": [1.0, 2.0]}, tmp_path / "model.joblib")
         with pytest.raises(CreateServableRequestInvalidError, match="no predict method"):
-            SklearnFlavor("model.joblib").load(tmp_path)
+            SklearnFlavor("model.joblib").load(tmp_path, TRUSTING)
 
     def test_directory_instead_of_file(self, tmp_path: Path) -> None:
         (tmp_path / "model.joblib").mkdir()
         with pytest.raises(CreateServableRequestInvalidError, match="directory"):
-            SklearnFlavor("model.joblib").load(tmp_path)
+            SklearnFlavor("model.joblib").load(tmp_path, TRUSTING)
 
     def test_missing_scikit_learn_names_the_extra(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -389,15 +420,15 @@ class TestLoadErrors:
         (tmp_path / "model.joblib").write_bytes(b"")
         monkeypatch.setitem(sys.modules, "joblib", None)  # makes the import fail
         with pytest.raises(FlavorUnavailable, match=r"'joblib'.*forestflow\[sklearn\]"):
-            SklearnFlavor("model.joblib").load(tmp_path)
+            SklearnFlavor("model.joblib").load(tmp_path, TRUSTING)
 
 
 class TestSkops:
-    def test_skops_file_is_read_by_its_extension(self, train: Callable[..., Trained]) -> None:
+    def test_skops_file_loads_under_the_default_policy(self, train: Callable[..., Trained]) -> None:
         trained = train(
             make_pipeline(StandardScaler(), LinearRegression()), *numeric_data(), file="m.skops"
         )
-        model = trained.load()
+        model = trained.load(LoadPolicy())
         assert describe(model) == [(name, TensorType.Float64, False) for name in NUMERIC]
         result = score(model, frame_of(trained.rows))
         np.testing.assert_allclose(
@@ -408,31 +439,58 @@ class TestSkops:
         forest = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=SEED)
         trained = train(forest, *numeric_data(), file="forest.skops")
         with pytest.raises(CreateServableRequestInvalidError) as caught:
-            trained.load()
-        assert caught.value.field == "flavor.Sklearn.skopsTrustedTypes"
+            trained.load(TRUSTING)  # allowing pickles trusts no skops type
+        assert caught.value.field == "flavor.Sklearn.modelPath"
         assert f"holds types skops does not trust: {TREE}" in caught.value.message
-        assert "list them in skopsTrustedTypes" in caught.value.message
+        assert "server setting security.skops_trusted_types" in caught.value.message
 
-    def test_trusted_types_let_the_model_load(self, train: Callable[..., Trained]) -> None:
+    def test_the_servers_trusted_types_let_the_model_load(
+        self, train: Callable[..., Trained]
+    ) -> None:
         forest = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=SEED)
         trained = train(forest, *numeric_data(), file="forest.skops")
-        result = score(trained.load(skopsTrustedTypes=[TREE]), frame_of(trained.rows))
+        result = score(
+            trained.load(LoadPolicy(skops_trusted_types=(TREE,))), frame_of(trained.rows)
+        )
         np.testing.assert_allclose(
             result["prediction"], trained.estimator.predict(trained.rows), rtol=1e-12
         )
 
-    def test_explicit_format_overrides_the_extension(self, tmp_path: Path) -> None:
+    def test_custom_type_loads_only_when_the_server_trusts_it(self, tmp_path: Path) -> None:
+        features, target = numeric_data()
+        estimator = Halver().fit(features.to_numpy(), target)
+        skops.io.dump(estimator, tmp_path / "model.skops")
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            SklearnFlavor("model.skops").load(tmp_path, LoadPolicy(skops_trusted_types=(TREE,)))
+        assert f"does not trust: {HALVER}" in caught.value.message
+        model = SklearnFlavor("model.skops").load(
+            tmp_path, LoadPolicy(skops_trusted_types=(HALVER,))
+        )
+        result = score(model, frame_of(features.head(3)))
+        np.testing.assert_allclose(result["prediction"], features["temperature"].head(3) / 2)
+
+    def test_skops_content_is_read_whatever_the_name(self, tmp_path: Path) -> None:
         estimator = LinearRegression().fit(*numeric_data())
         skops.io.dump(estimator, tmp_path / "model.bin")
-        model = SklearnFlavor("model.bin", serialization_format="skops").load(tmp_path)
-        assert [s.name for s in model.signature.inputs] == NUMERIC
+        for flavor in (
+            SklearnFlavor("model.bin"),
+            SklearnFlavor("model.bin", serialization_format="skops"),
+        ):
+            model = flavor.load(tmp_path, LoadPolicy())
+            assert [s.name for s in model.signature.inputs] == NUMERIC
+
+    def test_forced_pickle_format_reads_a_skops_file_as_a_pickle(self, tmp_path: Path) -> None:
+        skops.io.dump(LinearRegression().fit(*numeric_data()), tmp_path / "model.skops")
+        flavor = SklearnFlavor("model.skops", serialization_format="pickle")
         with pytest.raises(CreateServableRequestInvalidError, match="could not be unpickled"):
-            SklearnFlavor("model.bin").load(tmp_path)  # a pickle by default
+            flavor.load(tmp_path, TRUSTING)
 
     @pytest.mark.parametrize("fmt", ["cloudpickle", "pickle", "PICKLE"])
     def test_pickle_formats(self, dataframe_regressor: Trained, fmt: str) -> None:
         model = dataframe_regressor.load(serializationFormat=fmt)
         assert [s.name for s in model.signature.inputs] == NUMERIC
+        with pytest.raises(CreateServableRequestInvalidError, match="is a pickle"):
+            dataframe_regressor.load(LoadPolicy(), serializationFormat=fmt)
 
     def test_unknown_format_is_refused(self, dataframe_regressor: Trained) -> None:
         with pytest.raises(CreateServableRequestInvalidError, match="'dill'") as caught:
@@ -448,7 +506,7 @@ class TestSkops:
     def test_corrupt_skops_file(self, tmp_path: Path, content: bytes) -> None:
         (tmp_path / "model.skops").write_bytes(content)
         with pytest.raises(CreateServableRequestInvalidError, match="as a skops file") as caught:
-            SklearnFlavor("model.skops").load(tmp_path)
+            SklearnFlavor("model.skops").load(tmp_path, TRUSTING)
         assert caught.value.field == "flavor.Sklearn.modelPath"
         assert "\n" not in caught.value.message
         assert str(tmp_path) not in caught.value.message
@@ -459,19 +517,15 @@ class TestSkops:
         (tmp_path / "model.skops").write_bytes(b"")
         monkeypatch.setitem(sys.modules, "skops.io", None)  # makes the import fail
         with pytest.raises(FlavorUnavailable, match=r"'skops'.*forestflow\[mlflow\]"):
-            SklearnFlavor("model.skops").load(tmp_path)
+            SklearnFlavor("model.skops").load(tmp_path, TRUSTING)
 
-    def test_mlflow_skops_fixture_with_its_trusted_types(self) -> None:
+    def test_mlflow_skops_fixture_with_the_servers_trusted_types(self) -> None:
         reference = json.loads((MLFLOW_RF / "expected.json").read_text())
-        model = parse_flavor(
-            {
-                "Sklearn": {
-                    "modelPath": "model.skops",
-                    "serializationFormat": "skops",
-                    "skopsTrustedTypes": [TREE],
-                }
-            }
-        ).load(MLFLOW_RF)
+        # its MLmodel lists the tree type in skops_trusted_types: that trusts nothing here
+        flavor = flavor_from_mlmodel(MLFLOW_RF)
+        with pytest.raises(CreateServableRequestInvalidError, match=f"does not trust: {TREE}"):
+            flavor.load(MLFLOW_RF, LoadPolicy())
+        model = flavor.load(MLFLOW_RF, LoadPolicy(skops_trusted_types=(TREE,)))
         assert model.signature.input_names == reference["features"]
         rows = pd.DataFrame(reference["rows"], columns=reference["features"])
         result = score(model, frame_of(rows))
@@ -483,12 +537,115 @@ class TestSkops:
         reference = json.loads((MLFLOW_LOGREG / "expected.json").read_text())
         flavor = SklearnFlavor("model.pkl", serialization_format="cloudpickle")
         rows = pd.DataFrame(reference["rows"], columns=reference["features"])
-        result = score(flavor.load(MLFLOW_LOGREG), frame_of(rows))
+        result = score(flavor.load(MLFLOW_LOGREG, TRUSTING), frame_of(rows))
         assert result["label"].tolist() == reference["predictions"]
         probabilities = np.column_stack([result[name] for name in reference["native"]["classes"]])
         np.testing.assert_allclose(
             probabilities, reference["native"]["predict_proba"], rtol=reference["tolerance_rel"]
         )
+
+
+UNSAFE_SETTING = (
+    "; the server refuses them unless the operator sets security.allow_unsafe_formats "
+    "(FORESTFLOW_SECURITY__ALLOW_UNSAFE_FORMATS=true)"
+)
+# A pickle that would create a marker file as it is unpickled, as each file and format.
+MALICIOUS = [
+    ("model.joblib", {}),
+    ("model.pkl", {}),
+    ("model.bin", {}),
+    ("model.skops", {}),  # a pickle renamed: the content says what it is
+    ("model.skops", {"serializationFormat": "pickle"}),
+    ("model.joblib", {"serializationFormat": "cloudpickle"}),
+]
+MALICIOUS_IDS = ["joblib", "pkl", "other-suffix", "named-skops", "forced-pickle", "cloudpickle"]
+
+
+class TestSafeLoading:
+    @staticmethod
+    def artifact(tmp_path: Path, file: str, content: bytes) -> Path:
+        directory = tmp_path / "artifact"
+        directory.mkdir()
+        (directory / file).write_bytes(content)
+        return directory
+
+    @pytest.mark.parametrize(("file", "fields"), MALICIOUS, ids=MALICIOUS_IDS)
+    def test_a_pickle_is_refused_by_default_before_it_runs(
+        self, tmp_path: Path, file: str, fields: dict[str, str]
+    ) -> None:
+        marker = tmp_path / "ran"
+        directory = self.artifact(tmp_path, file, pickle.dumps(TouchOnLoad(marker)))
+        flavor = parse_flavor({"Sklearn": {"modelPath": file, **fields}})
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            flavor.load(directory, LoadPolicy())
+        assert not marker.exists()
+        assert caught.value.field == "flavor.Sklearn.modelPath"
+        forced = fields.get("serializationFormat")
+        given = f" (serializationFormat {forced!r})" if forced else ""
+        assert caught.value.message == (
+            f"{file!r} is a pickle{given}, and pickles run code when loaded{UNSAFE_SETTING}"
+        )
+
+    @pytest.mark.parametrize(("file", "fields"), MALICIOUS, ids=MALICIOUS_IDS)
+    def test_the_same_pickle_runs_when_the_operator_allows_it(
+        self, tmp_path: Path, file: str, fields: dict[str, str]
+    ) -> None:
+        marker = tmp_path / "ran"
+        directory = self.artifact(tmp_path, file, pickle.dumps(TouchOnLoad(marker)))
+        flavor = parse_flavor({"Sklearn": {"modelPath": file, **fields}})
+        with pytest.raises(CreateServableRequestInvalidError, match="NoneType, which has no"):
+            flavor.load(directory, TRUSTING)  # Path.touch returns None: not a model
+        assert marker.exists()  # so the policy check is what stopped it above
+
+    def test_the_exact_message(self, tmp_path: Path) -> None:
+        directory = self.artifact(tmp_path, "model.joblib", pickle.dumps(TouchOnLoad(tmp_path)))
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            SklearnFlavor("model.joblib").load(directory, LoadPolicy())
+        assert caught.value.message == (
+            "'model.joblib' is a pickle, and pickles run code when loaded; the server refuses "
+            "them unless the operator sets security.allow_unsafe_formats "
+            "(FORESTFLOW_SECURITY__ALLOW_UNSAFE_FORMATS=true)"
+        )
+
+    def test_a_pickle_with_a_zip_appended_is_still_a_pickle(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ran"
+        archive = skops.io.dumps(LinearRegression().fit(*numeric_data()))
+        content = pickle.dumps(TouchOnLoad(marker)) + archive  # also a valid zip archive
+        directory = self.artifact(tmp_path, "model.skops", content)
+        assert zipfile.is_zipfile(directory / "model.skops")
+        with pytest.raises(CreateServableRequestInvalidError, match="is a pickle"):
+            SklearnFlavor("model.skops").load(directory, LoadPolicy())
+        assert not marker.exists()
+
+    @pytest.mark.parametrize("policy", [LoadPolicy(), TRUSTING], ids=["default", "trusting"])
+    def test_the_skops_format_never_unpickles(self, tmp_path: Path, policy: LoadPolicy) -> None:
+        marker = tmp_path / "ran"
+        directory = self.artifact(tmp_path, "model.pkl", pickle.dumps(TouchOnLoad(marker)))
+        flavor = SklearnFlavor("model.pkl", serialization_format="skops")
+        with pytest.raises(CreateServableRequestInvalidError, match="as a skops file"):
+            flavor.load(directory, policy)
+        assert not marker.exists()
+
+    def test_a_skops_file_forced_to_pickle_is_refused(self, tmp_path: Path) -> None:
+        content = skops.io.dumps(LinearRegression().fit(*numeric_data()))
+        directory = self.artifact(tmp_path, "model.skops", content)
+        flavor = SklearnFlavor("model.skops", serialization_format="cloudpickle")
+        with pytest.raises(CreateServableRequestInvalidError, match="is a pickle"):
+            flavor.load(directory, LoadPolicy())
+
+    @pytest.mark.parametrize(
+        "policy",
+        [LoadPolicy(), LoadPolicy(allow_unsafe_formats=True, skops_trusted_types=(TREE,))],
+        ids=["default", "trusting"],
+    )
+    def test_trusted_types_in_the_request_are_refused(
+        self, dataframe_regressor: Trained, policy: LoadPolicy
+    ) -> None:
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            dataframe_regressor.load(policy, skopsTrustedTypes=[TREE])
+        assert caught.value.field == "flavor.Sklearn.skopsTrustedTypes"
+        assert "server setting security.skops_trusted_types" in caught.value.message
+        assert "FORESTFLOW_SECURITY__SKOPS_TRUSTED_TYPES" in caught.value.message
 
 
 class TestFlavorValue:

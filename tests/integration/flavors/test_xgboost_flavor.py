@@ -22,7 +22,7 @@ from forestflow.errors import (
     FlavorUnavailable,
     InferenceRequestInvalidError,
 )
-from forestflow.flavors.base import LoadedModel, parse_flavor
+from forestflow.flavors.base import LoadedModel, LoadPolicy, parse_flavor
 from forestflow.flavors.xgboost_booster import XGBoostFlavor
 
 FIXTURE = (
@@ -52,7 +52,7 @@ def score(model: LoadedModel, frame: Frame) -> Frame:
 
 def load(directory: Path, file: str, **fields: object) -> LoadedModel:
     """Decode the flavor from wire JSON, as a serve request would, and load it."""
-    return parse_flavor({"XGBoost": {"modelPath": file, **fields}}).load(directory)
+    return parse_flavor({"XGBoost": {"modelPath": file, **fields}}).load(directory, LoadPolicy())
 
 
 def data(rows: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -384,20 +384,20 @@ def unknown_feature(tree: dict[str, Any]) -> None:
 class TestLoadErrors:
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(CreateServableRequestInvalidError, match="not found") as caught:
-            XGBoostFlavor("model.ubj").load(tmp_path)
+            XGBoostFlavor("model.ubj").load(tmp_path, LoadPolicy())
         assert caught.value.field == FIELD
 
     def test_path_escaping_the_directory(self, tmp_path: Path) -> None:
         (tmp_path / "model.ubj").write_bytes((FIXTURE / "model.ubj").read_bytes())
         (tmp_path / "inner").mkdir()
         with pytest.raises(CreateServableRequestInvalidError, match="outside") as caught:
-            XGBoostFlavor("../model.ubj").load(tmp_path / "inner")
+            XGBoostFlavor("../model.ubj").load(tmp_path / "inner", LoadPolicy())
         assert caught.value.field == FIELD
 
     def test_directory_instead_of_file(self, tmp_path: Path) -> None:
         (tmp_path / "model.ubj").mkdir()
         with pytest.raises(CreateServableRequestInvalidError, match="directory"):
-            XGBoostFlavor("model.ubj").load(tmp_path)
+            XGBoostFlavor("model.ubj").load(tmp_path, LoadPolicy())
 
     @pytest.mark.parametrize(
         ("content", "reason"),
@@ -413,7 +413,7 @@ class TestLoadErrors:
     def test_corrupt_file(self, tmp_path: Path, content: bytes, reason: str) -> None:
         (tmp_path / "model.ubj").write_bytes(content)
         with pytest.raises(CreateServableRequestInvalidError, match=reason) as caught:
-            XGBoostFlavor("model.ubj").load(tmp_path)
+            XGBoostFlavor("model.ubj").load(tmp_path, LoadPolicy())
         assert "not a valid XGBoost model" in caught.value.message
         assert "\n" not in caught.value.message
         assert "workspace" not in caught.value.message  # xgboost's source paths are cut
@@ -424,12 +424,12 @@ class TestLoadErrors:
     def test_truncated_ubjson_is_refused(self, tmp_path: Path, size: int) -> None:
         (tmp_path / "model.ubj").write_bytes((FIXTURE / "model.ubj").read_bytes()[:size])
         with pytest.raises(CreateServableRequestInvalidError, match="malformed UBJSON"):
-            XGBoostFlavor("model.ubj").load(tmp_path)
+            XGBoostFlavor("model.ubj").load(tmp_path, LoadPolicy())
 
     def test_trailing_bytes_after_ubjson_are_refused(self, tmp_path: Path) -> None:
         (tmp_path / "model.ubj").write_bytes((FIXTURE / "model.ubj").read_bytes() + b"\x00\x01")
         with pytest.raises(CreateServableRequestInvalidError, match="stray bytes"):
-            XGBoostFlavor("model.ubj").load(tmp_path)
+            XGBoostFlavor("model.ubj").load(tmp_path, LoadPolicy())
 
     @pytest.mark.parametrize(
         ("damage", "reason"),
@@ -445,7 +445,7 @@ class TestLoadErrors:
     ) -> None:
         (tmp_path / "model.json").write_bytes(damaged_json(regressor, damage))
         with pytest.raises(CreateServableRequestInvalidError, match=reason) as caught:
-            XGBoostFlavor("model.json").load(tmp_path)
+            XGBoostFlavor("model.json").load(tmp_path, LoadPolicy())
         assert "tree 1 is damaged" in caught.value.message
 
     def test_feature_name_that_is_not_utf8_is_refused(
@@ -454,7 +454,7 @@ class TestLoadErrors:
         raw = bytes(regressor.booster.save_raw(raw_format="json"))
         (tmp_path / "model.json").write_bytes(raw.replace(b'"vacuum"', b'"vac\xffum"'))
         with pytest.raises(CreateServableRequestInvalidError, match="utf-8"):
-            XGBoostFlavor("model.json").load(tmp_path)
+            XGBoostFlavor("model.json").load(tmp_path, LoadPolicy())
 
     def test_missing_xgboost_names_the_extra(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -462,7 +462,7 @@ class TestLoadErrors:
         (tmp_path / "model.ubj").write_bytes(b"{}")
         monkeypatch.setitem(sys.modules, "xgboost", None)  # makes the import fail
         with pytest.raises(FlavorUnavailable, match=r"'xgboost'.*forestflow\[xgboost\]"):
-            XGBoostFlavor("model.ubj").load(tmp_path)
+            XGBoostFlavor("model.ubj").load(tmp_path, LoadPolicy())
 
 
 class TestFlavorValue:
