@@ -7,12 +7,17 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from forestflow import __version__
+from forestflow.api.rest.admin import build_admin_router
+from forestflow.api.rest.auth import Guard, HostGuard, auth_required
 from forestflow.api.rest.endpoints import RestContext, build_router
 from forestflow.api.rest.errors import install_error_handlers
 from forestflow.api.rest.feedback import build_feedback_router
@@ -23,15 +28,23 @@ from forestflow.artifacts.cache import ArtifactCache
 from forestflow.clock import Clock, SystemClock
 from forestflow.config import Settings
 from forestflow.control.plane import ControlPlane
+from forestflow.control.tokens import TokenRegistry
+from forestflow.domain.roles import Permission
 from forestflow.errors import ServiceUnavailableError
 from forestflow.feedback.joiner import FeedbackJoiner
+from forestflow.flavors.base import LoadPolicy
 from forestflow.predictionlog.sinks import FanOutSink, PredictionSink
 from forestflow.serving.inference import InferenceService
 from forestflow.serving.runner import InProcessRunner
 from forestflow.serving.scheduler import WorkScheduler
+from forestflow.store.base import Store
 from forestflow.store.sqlite import open_store
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The server cannot start as configured; the message says why and what to do."""
 
 
 class App:
@@ -43,18 +56,39 @@ class App:
         *,
         clock: Clock | None = None,
         sinks: Mapping[str, PredictionSink] | None = None,
+        reinitialize: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(data_dir)
+        try:
+            check_state(data_dir, self.store, reinitialize=reinitialize)
+            self.tokens = TokenRegistry(self.store, self.clock)
+            self.guard = Guard(self.tokens if self._auth_required() else None)
+            if self.guard.enabled and not self.tokens.has_admin():
+                raise StartupError(
+                    f"authentication is required ({self._auth_reason()}) but no admin token "
+                    "exists; create one with: forestflow token create "
+                    f"--data-dir {data_dir} --role admin --name <name>"
+                )
+        except BaseException:
+            self.store.close()
+            raise
         self.scheduler = WorkScheduler(
             workers=settings.scheduling.workers,
             shadow_queue_size=settings.scheduling.shadow_queue_size,
             max_shadow_workers=settings.scheduling.shadow_workers,
         )
-        self.runner = InProcessRunner(self.scheduler)
+        security = settings.security
+        self.runner = InProcessRunner(
+            self.scheduler,
+            load_policy=LoadPolicy(
+                allow_unsafe_formats=security.allow_unsafe_formats,
+                skops_trusted_types=tuple(security.skops_trusted_types),
+            ),
+        )
         feedback = settings.feedback
         self.feedback = FeedbackJoiner(
             clock=self.clock,
@@ -71,12 +105,9 @@ class App:
             runner=self.runner,
             cache=ArtifactCache(data_dir / "artifacts"),
             clock=self.clock,
-            storage=StorageOptions(
-                s3_endpoint_url=settings.storage.s3_endpoint_url,
-                mlflow_tracking_uri=settings.storage.mlflow_tracking_uri,
-                timeout_s=settings.storage.timeout_s,
-            ),
+            storage=storage_options(settings),
             snapshot_every=settings.control.snapshot_every,
+            fetch_workers=settings.storage.max_concurrent_fetches,
         )
         self.inference = InferenceService(
             control=self.control,
@@ -99,6 +130,8 @@ class App:
             default_response_class=JSONResponse,
         )
         install_error_handlers(asgi)
+        self._install_browser_guards(asgi)
+        guard = self.guard
         asgi.include_router(self._health_router())
         asgi.include_router(
             build_metrics_router(
@@ -109,18 +142,42 @@ class App:
                     ],
                     feedback=lambda: dataclasses.asdict(self.feedback.joiner_stats()),
                 )
-            )
+            ),
+            dependencies=guard.dependencies(Permission.READ),  # type: ignore[arg-type]
         )
-        context = RestContext(self.control, self.inference, self.settings.server.max_request_bytes)
+        limit = self.settings.server.max_request_bytes
+        context = RestContext(self.control, self.inference, limit, guard)
         guarded = APIRouter(dependencies=[Depends(self._require_ready)])
         guarded.include_router(build_router(context))
         guarded.include_router(
-            build_feedback_router(
-                self.control, self.feedback, self.sinks, self.settings.server.max_request_bytes
-            )
+            build_feedback_router(self.control, self.feedback, self.sinks, limit, guard)
         )
+        guarded.include_router(build_admin_router(self.tokens, self.control, guard, limit))
         asgi.include_router(guarded)
         return asgi
+
+    def _auth_required(self) -> bool:
+        return auth_required(self.settings.security.auth, self.settings.server.host)
+
+    def _auth_reason(self) -> str:
+        mode, host = self.settings.security.auth, self.settings.server.host
+        if mode == "auto":
+            return f"security.auth is auto and the server listens on {host}, not only loopback"
+        return f"security.auth is {mode}"
+
+    def _install_browser_guards(self, asgi: FastAPI) -> None:
+        """CORS only when configured; with auth off, only loopback and listen-address Hosts."""
+        security = self.settings.security
+        if security.cors_origins:
+            asgi.add_middleware(
+                CORSMiddleware,
+                allow_origins=security.cors_origins,
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
+        if not self.guard.enabled:
+            allowed = [self.settings.server.host, *security.allowed_hosts]
+            asgi.add_middleware(HostGuard, allowed=allowed)
 
     def _health_router(self) -> APIRouter:
         router = APIRouter()
@@ -201,8 +258,49 @@ class App:
         finally:
             await self.sink.close()
             self.scheduler.close()
+            self.control.close()
             self.store.close()
         log.info("ForestFlow stopped")
+
+
+def storage_options(settings: Settings) -> StorageOptions:
+    """What the fetchers need to know of the settings."""
+    storage = settings.storage
+    return StorageOptions(
+        s3_endpoint_url=storage.s3_endpoint_url,
+        mlflow_tracking_uri=storage.mlflow_tracking_uri,
+        timeout_s=storage.timeout_s,
+        local_roots=tuple(storage.local_roots),
+        allow_private_hosts=storage.allow_private_hosts,
+        max_artifact_bytes=storage.max_artifact_bytes,
+        free_space_reserve_bytes=storage.free_space_reserve_bytes,
+        fetch_deadline_s=storage.fetch_deadline_s,
+    )
+
+
+def check_state(data_dir: Path, store: Store, *, reinitialize: bool = False) -> None:
+    """Refuse to start on an empty state store beside artifact copies or prediction logs:
+    the state was lost or replaced, and starting would orphan (and clean up) the copies.
+    With `reinitialize` the copies are moved aside and the server starts afresh."""
+    if not store.is_empty():
+        return
+    artifacts = data_dir / "artifacts"
+    copies = [p for p in (artifacts / "servables").glob("*/*/*/*") if p.is_dir()]
+    logs = [p for p in (data_dir / "predictions").glob("*") if p.is_file()]
+    if not copies and not logs:
+        return
+    if reinitialize:
+        aside = data_dir / f"artifacts.before-reinitialize-{int(time.time())}"
+        if artifacts.exists():
+            artifacts.rename(aside)
+            log.warning("--reinitialize: moved the old artifact copies to %s", aside)
+        return
+    raise StartupError(
+        f"the state store in {data_dir} is empty, but {len(copies)} artifact copies and "
+        f"{len(logs)} prediction-log files are there: the state file was lost, emptied or "
+        "replaced. Restore it from a backup, or start once with --reinitialize to begin "
+        "afresh (the old artifact copies are moved aside, not deleted)"
+    )
 
 
 def build_sinks(settings: Settings, clock: Clock) -> dict[str, PredictionSink]:

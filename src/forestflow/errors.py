@@ -255,3 +255,16 @@ class TokenAlreadyExistsError(ForestFlowError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"a token named {name!r} exists already", field="name")
+
+
+class ArtifactChangedError(ForestFlowError):
+    """A lost artifact copy was fetched again, and its source no longer holds what was deployed."""
+
+    wire_name = "ArtifactChangedError"
+    status = HTTPStatus.CONFLICT
+
+    def __init__(self, source: str, recorded: str, found: str) -> None:
+        super().__init__(
+            f"the artifact at {source} changed since it was deployed (content {found}, "
+            f"deployed {recorded}); it is not served. Deploy the new artifact as a new release"
+        )

@@ -49,6 +49,10 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the process and return once it logged that it is ready."""
+        return self.start_with()
+
+    def start_with(self, *options: str) -> ServerProcess:
+        """Start the process with more `serve` options; return once it is ready."""
         command = [
             sys.executable,
             "-m",
@@ -58,6 +62,7 @@ class ServerProcess:
             str(self.port),
             "--data-dir",
             str(self.data_dir),
+            *options,
         ]
         self._reaped = False
         self.proc = subprocess.Popen(

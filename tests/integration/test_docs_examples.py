@@ -346,8 +346,18 @@ class TestFlavorExamples:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process server on a fresh data directory, as `make run` starts it."""
-    app = create_app(Settings(data_dir=tmp_path / "data", seed=7), clock=FakeClock())
+    """An in-process server on a fresh data directory, as `make run` starts it, with pickles
+    allowed and the skops types of the MLflow example trusted: the Sklearn, PyFunc and MLflow
+    examples say to turn those settings on."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        seed=7,
+        security={
+            "allow_unsafe_formats": True,
+            "skops_trusted_types": ["sklearn.tree._tree.Tree"],
+        },
+    )
+    app = create_app(settings, clock=FakeClock())
     await app.start(periodic=False)
     assert app.ready, app.startup_error
     transport = httpx.ASGITransport(app=app.asgi)

@@ -64,6 +64,9 @@ class ContractDeleted(Event):
 class ServableDeployed(Event):
     """A servable was fetched, loaded and acknowledged.
 
+    `source` names exactly what was fetched, and `digest` the content of the copy: a copy
+    lost later is fetched again from `source` and must hash to `digest` to be served.
+
     `flavor` is kept as the JSON the client sent, so that state replays even when a
     third-party flavor package is missing after an upgrade (the servable then fails to
     load, visibly, instead of the whole recovery failing).
@@ -76,6 +79,10 @@ class ServableDeployed(Event):
     created_at_ms: int = wire("createdAtMS")
     artifact_path: str | None = wire("artifactPath", default=None)
     tags: Mapping[str, str] = field(default_factory=dict)
+    digest: str | None = None
+    """Content hash of the artifact copy (`artifacts.digest`); None for older records."""
+    deployed_by: str | None = wire("deployedBy", default=None)
+    """Name of the token that deployed it; None when authentication was off."""
 
 
 @Event.registry.register("PolicySettingsUpdated")

@@ -9,14 +9,17 @@ leaves nothing behind but files the next recovery removes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.cache import ArtifactCache
+from forestflow.artifacts.digest import artifact_digest
 from forestflow.clock import Clock
 from forestflow.control.counters import ServableCounters
 from forestflow.control.events import (
@@ -50,6 +53,7 @@ from forestflow.domain.settings import (
 )
 from forestflow.domain.signature import ModelSignature
 from forestflow.errors import (
+    ArtifactChangedError,
     ContractAlreadyExistsError,
     ContractNotEmptyError,
     CreateServableRequestInvalidError,
@@ -59,9 +63,13 @@ from forestflow.errors import (
     UnknownServable,
 )
 from forestflow.flavors.base import Flavor, parse_flavor
-from forestflow.store.base import Counters, Snapshot, Store
+from forestflow.store.base import Counters, HistoryEntry, Snapshot, Store
+
+__all__ = ["ControlPlane", "HistoryEntry", "MetricsChange", "servable_key"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class MetricsChange(Protocol):
@@ -96,6 +104,7 @@ class ControlPlane:
         clock: Clock,
         storage: StorageOptions | None = None,
         snapshot_every: int = 1000,
+        fetch_workers: int = 16,
     ) -> None:
         self._store = store
         self._runner = runner
@@ -112,56 +121,71 @@ class ControlPlane:
         self._phase_in: dict[FQRV, int] = {}
         self._routes: dict[Contract, ContractRoute] = {}
         self._events_since_snapshot = 0
+        # Fetches may take minutes (a slow remote); they get threads of their own so that
+        # they never hold up the store, model loads or each other beyond `fetch_workers`.
+        self._fetch_pool = ThreadPoolExecutor(fetch_workers, thread_name_prefix="forestflow-fetch")
+        # One thread for the store: it serialises access anyway, and is never queued
+        # behind a fetch.
+        self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="forestflow-store")
 
     # ----------------------------------------------------------------- commands
 
-    async def create_contract(self, contract: Contract, settings: ContractSettings) -> None:
+    async def create_contract(
+        self, contract: Contract, settings: ContractSettings, *, actor: str | None = None
+    ) -> None:
         """Create an empty contract; 409 when it exists."""
         async with self._lock:
             if self._state.contract(contract) is not None:
                 raise ContractAlreadyExistsError(contract)
-            await self._commit([ContractCreated(contract, settings)])
-        await self.evaluate()
+            await self._command([ContractCreated(contract, settings)], contract, actor)
 
-    async def update_contract(self, contract: Contract, settings: ContractSettings) -> None:
+    async def update_contract(
+        self, contract: Contract, settings: ContractSettings, *, actor: str | None = None
+    ) -> None:
         """Replace a contract's router and expiration policy."""
         async with self._lock:
             self._contract_record(contract)
-            await self._commit([ContractUpdated(contract, settings)])
-        await self.evaluate()
+            await self._command([ContractUpdated(contract, settings)], contract, actor)
 
-    async def delete_contract(self, contract: Contract) -> None:
+    async def delete_contract(self, contract: Contract, *, actor: str | None = None) -> None:
         """Remove a contract that has no servables (and none being deployed)."""
         async with self._lock:
             record = self._contract_record(contract)
             pending = sum(1 for fqrv in self._deploying if fqrv.contract == contract)
             if record.servables or pending:
                 raise ContractNotEmptyError(contract, len(record.servables) + pending)
-            await self._commit([ContractDeleted(contract)])
-            self._routes.pop(contract, None)
+            await self._append([ContractDeleted(contract)], actor)
+            self._routes = {c: r for c, r in self._routes.items() if c != contract}
 
-    async def update_policy(self, fqrv: FQRV, policy: PolicySettings) -> None:
+    async def update_policy(
+        self, fqrv: FQRV, policy: PolicySettings, *, actor: str | None = None
+    ) -> None:
         """Replace a servable's validity rules and phase-in policy."""
         async with self._lock:
             self._servable_record(fqrv)
-            await self._commit([PolicySettingsUpdated(fqrv, policy)])
-        await self.evaluate()
+            await self._command([PolicySettingsUpdated(fqrv, policy)], fqrv.contract, actor)
 
-    async def update_logging(self, fqrv: FQRV, logging_settings: LoggingSettings) -> None:
+    async def update_logging(
+        self, fqrv: FQRV, logging_settings: LoggingSettings, *, actor: str | None = None
+    ) -> None:
         """Replace a servable's logging settings (and so whether it shadows)."""
         async with self._lock:
             self._servable_record(fqrv)
-            await self._commit([LoggingSettingsUpdated(fqrv, logging_settings)])
-        await self.evaluate()
+            event = LoggingSettingsUpdated(fqrv, logging_settings)
+            await self._command([event], fqrv.contract, actor)
 
-    async def update_metrics(self, fqrv: FQRV, metrics: Mapping[str, float]) -> None:
+    async def update_metrics(
+        self, fqrv: FQRV, metrics: Mapping[str, float], *, actor: str | None = None
+    ) -> None:
         """Merge performance metrics set by an external evaluator (SPEC §6)."""
         async with self._lock:
             self._servable_record(fqrv)
-            await self._commit([PerformanceMetricsUpdated(fqrv, dict(metrics))])
-        await self.evaluate()
+            event = PerformanceMetricsUpdated(fqrv, dict(metrics))
+            await self._command([event], fqrv.contract, actor)
 
-    async def record_feedback(self, updates: Mapping[FQRV, MetricsChange]) -> None:
+    async def record_feedback(
+        self, updates: Mapping[FQRV, MetricsChange], *, actor: str | None = None
+    ) -> None:
         """Persist what the feedback loop learned; servables gone since are skipped."""
         async with self._lock:
             events: list[Event] = [
@@ -171,18 +195,21 @@ class ControlPlane:
             ]
             if not events:
                 return
-            await self._commit(events)
-        await self.evaluate()
+            contracts = {fqrv.contract for fqrv in updates}
+            await self._command(events, contracts, actor)
 
-    async def delete_servable(self, fqrv: FQRV) -> None:
+    async def delete_servable(self, fqrv: FQRV, *, actor: str | None = None) -> None:
         """Unload a servable and forget it."""
         async with self._lock:
             self._servable_record(fqrv)
-            await self._commit([ServableDeleted(fqrv)])
-            await self._evaluate_locked()  # routes without it first, so no request picks it
-            await self._retire(fqrv)
+            # routes without it are published before it is unloaded, so no request picks it
+            await self._command([ServableDeleted(fqrv)], fqrv.contract, actor, retire=[fqrv])
 
-    async def deploy(self, request: ServeRequest) -> FQRV:
+    def owner(self, fqrv: FQRV) -> str | None:
+        """The name of the token that deployed `fqrv` (None: auth was off); 404 if unknown."""
+        return self._servable_record(fqrv).deployed_by
+
+    async def deploy(self, request: ServeRequest, *, actor: str | None = None) -> FQRV:
         """Fetch, load and register a servable; return its FQRV once the deploy is durable."""
         fqrv = request.fqrv or fetcher_for(request.path, self._storage).fqrv_hint(request.path)
         if fqrv is None:
@@ -197,16 +224,15 @@ class ControlPlane:
                 raise ServableAlreadyExistsError(fqrv)
             self._deploying.add(fqrv)
         try:
-            await self._deploy_reserved(fqrv, request)
+            await self._deploy_reserved(fqrv, request, actor)
         finally:
             self._deploying.discard(fqrv)
-        await self.evaluate()
         return fqrv
 
-    async def _deploy_reserved(self, fqrv: FQRV, request: ServeRequest) -> None:
+    async def _deploy_reserved(self, fqrv: FQRV, request: ServeRequest, actor: str | None) -> None:
         started = time.perf_counter()
         log.info("deploying %s from %s", fqrv, request.path)
-        source = await self._fetch(fqrv, request.path, request.artifact_path)
+        source, digest = await self._fetch(fqrv, request.path, request.artifact_path)
         if source != request.path:
             log.info("%s resolved to %s", request.path, source)
         directory = self._cache.directory(fqrv)
@@ -215,24 +241,37 @@ class ControlPlane:
             log.info("loading %s with flavor %s", fqrv, flavor.wire_name)
             signature = await self._runner.start(fqrv, flavor, directory)
         except BaseException:
-            await asyncio.to_thread(self._cache.remove, fqrv)
+            await self._in_pool(self._fetch_pool, self._cache.remove, fqrv)
             raise
         try:
             async with self._lock:
-                await self._commit(self._deploy_events(fqrv, request, flavor, source))
+                events = self._deploy_events(fqrv, request, flavor, (source, digest), actor)
                 self._signatures[fqrv] = signature
                 self._counters[fqrv] = ServableCounters()
-                await asyncio.to_thread(self._store.delete_counters, servable_key(fqrv))
+                try:
+                    await self._command(events, fqrv.contract, actor)
+                except BaseException:
+                    if self._state.servable(fqrv) is None:
+                        self._signatures.pop(fqrv, None)
+                        self._counters.pop(fqrv, None)
+                    raise
+                await self._in_store(self._store.delete_counters, servable_key(fqrv))
         except BaseException:
             if self._state.servable(fqrv) is None:  # the event never became durable
                 await self._runner.stop(fqrv)
-                await asyncio.to_thread(self._cache.remove, fqrv)
+                await self._in_pool(self._fetch_pool, self._cache.remove, fqrv)
             raise
         log.info("deployed %s in %.2f s", fqrv, time.perf_counter() - started)
 
     def _deploy_events(
-        self, fqrv: FQRV, request: ServeRequest, flavor: Flavor, source: str
+        self,
+        fqrv: FQRV,
+        request: ServeRequest,
+        flavor: Flavor,
+        fetched: tuple[str, str],
+        actor: str | None,
     ) -> list[Event]:
+        source, digest = fetched
         events: list[Event] = []
         if self._state.contract(fqrv.contract) is None:
             settings = request.contract_settings or ContractSettings()
@@ -247,6 +286,8 @@ class ControlPlane:
                 created_at_ms=self._clock.now_ms(),
                 artifact_path=request.artifact_path,
                 tags=dict(request.tags),
+                digest=digest,
+                deployed_by=actor,
             )
         )
         return events
@@ -305,6 +346,10 @@ class ControlPlane:
             raise UnknownServable(fqrv)
         return servable
 
+    def history(self, *, before_seq: int | None = None, limit: int = 100) -> list[HistoryEntry]:
+        """Recorded commands and automatic changes, newest first, with who made them."""
+        return self._store.history(before_seq=before_seq, limit=limit)
+
     def load_errors(self) -> dict[FQRV, str]:
         """Servables that are recorded but could not be loaded, with the reason."""
         return dict(self._load_errors)
@@ -315,25 +360,44 @@ class ControlPlane:
         """One evaluation pass over every contract (SPEC §1.1): validity, phase-in,
         expiration, routing. Newly valid and expired servables are recorded durably."""
         async with self._lock:
-            await self._evaluate_locked()
+            await self._command([], [record.contract for record in self._state.contracts()])
 
-    async def _evaluate_locked(self) -> None:
+    async def _command(
+        self,
+        events: Sequence[Event],
+        contracts: Contract | Iterable[Contract],
+        actor: str | None = None,
+        *,
+        retire: Sequence[FQRV] = (),
+    ) -> None:
+        """Record `events` and what they change in the policies of `contracts`, in one
+        transaction; then publish those contracts' routes and unload what left them.
+        The caller holds the lock."""
+        touched = {contracts} if isinstance(contracts, Contract) else set(contracts)
+        after = self._state.copy()
+        for event in events:
+            after.apply(event)
         now = self._clock.now_ms()
         results: dict[Contract, ContractEvaluation] = {}
-        events: list[Event] = []
-        for record in self._state.contracts():
+        derived: list[Event] = []
+        for contract in sorted(touched):
+            record = after.contract(contract)
+            if record is None:
+                continue
             result = self._evaluate(record, now)
-            results[record.contract] = result
-            events += [ServableBecameValid(f, now) for f in sorted(result.became_valid)]
-            events += [ServableExpired(f, now) for f in sorted(result.expired)]
-        if events:
-            await self._commit(events)
+            results[contract] = result
+            derived += [ServableBecameValid(f, now) for f in sorted(result.became_valid)]
+            derived += [ServableExpired(f, now) for f in sorted(result.expired)]
+        if events or derived:
+            await self._append([*events, *derived], actor)
         for result in results.values():
             self._phase_in.update({m.fqrv: m.current_phase_in_pct for m in result.metrics})
-        # publish routes without the expired servables before unloading them
+        # publish routes without the removed servables before unloading them
         self._publish(results)
-        for fqrv in sorted(f for result in results.values() for f in result.expired):
+        expired = sorted(f for result in results.values() for f in result.expired)
+        for fqrv in expired:
             log.info("expired %s", fqrv)
+        for fqrv in [*retire, *expired]:
             await self._retire(fqrv)
 
     def _evaluate(self, record: ContractRecord, now: int) -> ContractEvaluation:
@@ -342,7 +406,7 @@ class ControlPlane:
         return evaluate_contract(record.settings, inputs, now)
 
     def _publish(self, results: dict[Contract, ContractEvaluation]) -> None:
-        routes: dict[Contract, ContractRoute] = {}
+        routes = dict(self._routes)
         for contract, result in results.items():
             record = self._contract_record(contract)
             servables = {
@@ -367,26 +431,28 @@ class ControlPlane:
             }
             for counters in dirty.values():
                 counters.dirty = False
-            await asyncio.to_thread(self._store.write_counters, rows)
+            await self._in_store(self._store.write_counters, rows)
 
     # ----------------------------------------------------------------- recovery
 
     async def recover(self) -> None:
         """Rebuild state from the store, reload every servable, then evaluate once."""
-        snapshot = await asyncio.to_thread(self._store.latest_snapshot)
+        snapshot = await self._in_store(self._store.latest_snapshot)
         state = RegistryState.from_snapshot(snapshot.payload) if snapshot else RegistryState()
         after = snapshot.seq if snapshot else 0
-        stored = await asyncio.to_thread(lambda: list(self._store.events(after)))
+        stored = await self._in_store(lambda: list(self._store.events(after)))
         for event in stored:
             state.apply(from_record(event.kind, event.payload))
         self._state = state
-        counters = await asyncio.to_thread(self._store.read_counters)
+        counters = await self._in_store(self._store.read_counters)
         servables = state.servables()
         for servable in servables:
             row = counters.get(servable_key(servable.fqrv))
             if row is not None:
                 self._counters[servable.fqrv] = ServableCounters(row.score_count, row.shade_count)
-        await asyncio.to_thread(self._cache.remove_orphans, [s.fqrv for s in servables])
+        await self._in_pool(
+            self._fetch_pool, self._cache.remove_orphans, [s.fqrv for s in servables]
+        )
         log.info("recovered %d contract(s), %d servable(s)", len(state.contracts()), len(servables))
         for servable in servables:
             await self._reload(servable)
@@ -396,11 +462,7 @@ class ControlPlane:
         fqrv = servable.fqrv
         try:
             flavor = parse_flavor(servable.flavor)
-            if not self._cache.has(fqrv):
-                log.warning(
-                    "artifact copy of %s is missing; fetching %s again", fqrv, servable.source
-                )
-                await self._fetch(fqrv, servable.source, servable.artifact_path)
+            await self._verified_copy(servable)
             directory = self._cache.directory(fqrv)
             self._signatures[fqrv] = await self._runner.start(fqrv, flavor, directory)
             self._load_errors.pop(fqrv, None)
@@ -409,37 +471,72 @@ class ControlPlane:
             self._load_errors[fqrv] = reason
             log.error("could not reload servable %s: %s", fqrv, reason)
 
+    async def _verified_copy(self, servable: ServableRecord) -> None:
+        """Make sure the local copy holds what was deployed: fetch it again from its
+        source when it is missing or damaged, and refuse a source that changed."""
+        fqrv = servable.fqrv
+        if self._cache.has(fqrv):
+            if servable.digest is None:  # recorded before digests existed
+                return
+            directory = self._cache.directory(fqrv)
+            found = await self._in_pool(self._fetch_pool, artifact_digest, directory)
+            if found == servable.digest:
+                return
+            log.warning("artifact copy of %s is damaged; fetching %s again", fqrv, servable.source)
+        else:
+            log.warning("artifact copy of %s is missing; fetching %s again", fqrv, servable.source)
+        _, fetched = await self._fetch(fqrv, servable.source, servable.artifact_path)
+        if servable.digest is not None and fetched != servable.digest:
+            await self._in_pool(self._fetch_pool, self._cache.remove, fqrv)
+            raise ArtifactChangedError(servable.source, servable.digest, fetched)
+
     # ---------------------------------------------------------------- internals
 
-    async def _commit(self, events: Sequence[Event]) -> None:
+    async def _in_store(self, call: Callable[..., T], *args: Any) -> T:
+        return await self._in_pool(self._store_pool, call, *args)
+
+    @staticmethod
+    async def _in_pool(pool: ThreadPoolExecutor, call: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, functools.partial(call, *args))
+
+    def close(self) -> None:
+        """Stop the fetch and store threads once their current work is done."""
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
+        self._store_pool.shutdown(wait=True)
+
+    async def _append(self, events: Sequence[Event], actor: str | None) -> None:
         """Append `events` durably, then apply them. The caller holds the lock."""
         records = [to_record(event) for event in events]
-        seq = await asyncio.to_thread(self._store.append, records, self._clock.now_ms())
+        seq = await self._in_store(self._store.append, records, self._clock.now_ms(), actor)
         for event in events:
             self._state.apply(event)
         self._events_since_snapshot += len(events)
         if self._events_since_snapshot >= self._snapshot_every:
             snapshot = Snapshot(seq, self._state.to_snapshot())
-            await asyncio.to_thread(self._store.write_snapshot, snapshot)
+            await self._in_store(self._store.write_snapshot, snapshot)
             self._events_since_snapshot = 0
 
-    async def _fetch(self, fqrv: FQRV, source: str, artifact_path: str | None) -> str:
+    async def _fetch(self, fqrv: FQRV, source: str, artifact_path: str | None) -> tuple[str, str]:
         """Copy the artifact at `source` into the cache, atomically; return the location
-        that names exactly what was copied (`source` unless it was an alias)."""
+        that names exactly what was copied (`source` unless it was an alias) and the
+        copy's content digest."""
         fetcher = fetcher_for(source, self._storage)
-        pinned: list[str | None] = []
+        fetched: list[tuple[str | None, str]] = []
 
         def fill(target: Path) -> None:
-            pinned.append(fetcher.fetch(source, artifact_path, target))
+            pinned = fetcher.fetch(source, artifact_path, target)
+            fetched.append((pinned, artifact_digest(target)))
 
-        await asyncio.to_thread(self._cache.install, fqrv, fill)
-        return pinned[0] or source
+        await self._in_pool(self._fetch_pool, self._cache.install, fqrv, fill)
+        pinned, digest = fetched[0]
+        return pinned or source, digest
 
     async def _retire(self, fqrv: FQRV) -> None:
         """Unload a servable whose removal is durable, and clean up after it."""
         await self._runner.stop(fqrv)
-        await asyncio.to_thread(self._cache.remove, fqrv)
-        await asyncio.to_thread(self._store.delete_counters, servable_key(fqrv))
+        await self._in_pool(self._fetch_pool, self._cache.remove, fqrv)
+        await self._in_store(self._store.delete_counters, servable_key(fqrv))
         self._signatures.pop(fqrv, None)
         self._counters.pop(fqrv, None)
         self._phase_in.pop(fqrv, None)
@@ -460,6 +557,8 @@ class ControlPlane:
             performance_metrics=dict(servable.performance_metrics),
             shadow_dropped_count=counters.shadow_dropped,
             shadow_failed_count=counters.shadow_failed,
+            state="failed" if servable.fqrv in self._load_errors else "loaded",
+            failure=self._load_errors.get(servable.fqrv),
         )
 
     def _contract_record(self, contract: Contract) -> ContractRecord:

@@ -40,6 +40,8 @@ class ServableRecord:
     became_valid_at_ms: int | None = wire("becameValidAtMS", default=None)
     performance_metrics: Mapping[str, float] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
+    digest: str | None = None
+    deployed_by: str | None = wire("deployedBy", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,10 @@ class RegistryState:
             ServableExpired: self._on_removed,
             ServableDeleted: self._on_removed,
         }
+
+    def copy(self) -> RegistryState:
+        """An independent state with the same records (records are immutable)."""
+        return RegistryState(self._contracts.values())
 
     def apply(self, event: Event) -> None:
         """Apply one event. Events naming something absent change nothing."""
@@ -130,6 +136,8 @@ class RegistryState:
             created_at_ms=event.created_at_ms,
             artifact_path=event.artifact_path,
             tags=event.tags,
+            digest=event.digest,
+            deployed_by=event.deployed_by,
         )
         contract = self._contracts.get(event.fqrv.contract)
         if contract is None or contract.servable(event.fqrv.release_version) is not None:

@@ -71,3 +71,7 @@ class ServableMetrics:
     """Shadow requests for this servable dropped because the shadow queue was full."""
     shadow_failed_count: int = 0
     """Shadow requests this servable failed to score (the model crashed or refused the input)."""
+    state: str = "loaded"
+    """`loaded` (in memory, policies apply) or `failed` (recorded but not loadable)."""
+    failure: str | None = None
+    """Why a `failed` servable could not be loaded (missing, damaged or changed artifact…)."""

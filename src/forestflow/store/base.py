@@ -41,16 +41,73 @@ class Counters:
     shade_count: int
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A bearer token as stored: its name, role and SHA-256 digest (never the token)."""
+
+    name: str
+    role: str
+    digest: str
+    created_at_ms: int
+    revoked_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One recorded command or automatic change, with the token that made it."""
+
+    seq: int
+    kind: str
+    payload: JSONObject
+    recorded_at_ms: int
+    actor: str | None
+
+
+class TokenExists(Exception):
+    """A token with that name exists already (revoked ones included)."""
+
+
 class Store(ABC):
     """Durable control-plane state."""
 
     @abstractmethod
-    def append(self, events: Sequence[tuple[str, JSONObject]], recorded_at_ms: int) -> int:
+    def append(
+        self,
+        events: Sequence[tuple[str, JSONObject]],
+        recorded_at_ms: int,
+        actor: str | None = None,
+    ) -> int:
         """Append `(kind, payload)` events atomically and durably; return the last seq.
 
         Either all of them are recorded or none is. An empty sequence is a no-op that
-        returns the current last seq.
+        returns the current last seq. Each event also goes to the history, which
+        snapshots never compact, with `actor` (the token name that made the command;
+        None for the server's own changes).
         """
+
+    @abstractmethod
+    def history(self, *, before_seq: int | None = None, limit: int = 100) -> list[HistoryEntry]:
+        """History entries, newest first, with `seq < before_seq` when given."""
+
+    @abstractmethod
+    def add_token(self, token: TokenRecord, actor: str | None = None) -> None:
+        """Record a new token (and a `TokenCreated` history entry); `TokenExists` if taken."""
+
+    @abstractmethod
+    def tokens(self) -> list[TokenRecord]:
+        """Every token, revoked ones included, by name."""
+
+    @abstractmethod
+    def token_by_digest(self, digest: str) -> TokenRecord | None:
+        """The unrevoked token with that digest, if any."""
+
+    @abstractmethod
+    def revoke_token(self, name: str, at_ms: int, actor: str | None = None) -> bool:
+        """Revoke a token by name (and record it); False when no unrevoked token has it."""
+
+    @abstractmethod
+    def is_empty(self) -> bool:
+        """Whether nothing was ever recorded: no event, snapshot nor token."""
 
     @abstractmethod
     def events(self, after_seq: int = 0) -> Iterator[StoredEvent]:

@@ -17,7 +17,16 @@ from typing import Any, Final, Self
 
 import orjson
 
-from forestflow.store.base import Counters, JSONObject, Snapshot, Store, StoredEvent
+from forestflow.store.base import (
+    Counters,
+    HistoryEntry,
+    JSONObject,
+    Snapshot,
+    Store,
+    StoredEvent,
+    TokenExists,
+    TokenRecord,
+)
 
 DB_FILENAME: Final = "state.sqlite3"
 BUSY_TIMEOUT_S: Final = 5.0
@@ -50,8 +59,29 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             shade_count INTEGER NOT NULL
         )""",
     ),
+    (
+        # Tokens are stored by SHA-256 digest: the database never holds a usable token.
+        """CREATE TABLE tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            digest TEXT NOT NULL UNIQUE,
+            created_at_ms INTEGER NOT NULL,
+            revoked_at_ms INTEGER
+        )""",
+        # Every command with the token that made it. Unlike `events`, never compacted.
+        """CREATE TABLE history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            recorded_at_ms INTEGER NOT NULL,
+            actor TEXT
+        )""",
+    ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
+_INSERT_HISTORY: Final = (
+    "INSERT INTO history (kind, payload, recorded_at_ms, actor) VALUES (?, ?, ?, ?)"
+)
 
 
 class StoreError(Exception):
@@ -78,8 +108,14 @@ class SqliteStore(Store):
             raise StoreError(self.path, f"cannot create its directory: {exc}") from exc
         self._conn: sqlite3.Connection | None = self._open()
 
-    def append(self, events: Sequence[tuple[str, JSONObject]], recorded_at_ms: int) -> int:
-        """Append `(kind, payload)` events in one durable transaction; return the last seq."""
+    def append(
+        self,
+        events: Sequence[tuple[str, JSONObject]],
+        recorded_at_ms: int,
+        actor: str | None = None,
+    ) -> int:
+        """Append `(kind, payload)` events (and their history) in one durable transaction;
+        return the last seq."""
         # Serialise before taking the lock: a bad payload fails with nothing written.
         rows = [
             (kind, _dumps(payload, f"event {index} ({kind!r})"))
@@ -100,7 +136,82 @@ class SqliteStore(Store):
                 )
                 last = first + len(rows) - 1
                 conn.execute("UPDATE log_head SET last_seq = ? WHERE id = 1", (last,))
+                conn.executemany(
+                    _INSERT_HISTORY,
+                    [(kind, payload, recorded_at_ms, actor) for kind, payload in rows],
+                )
         return last
+
+    def history(self, *, before_seq: int | None = None, limit: int = 100) -> list[HistoryEntry]:
+        """History entries, newest first."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT seq, kind, payload, recorded_at_ms, actor FROM history"
+                " WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (before_seq if before_seq is not None else 2**63 - 1, limit),
+            ).fetchall()
+        return [
+            HistoryEntry(seq, kind, orjson.loads(payload), at, actor)
+            for seq, kind, payload, at, actor in rows
+        ]
+
+    def add_token(self, token: TokenRecord, actor: str | None = None) -> None:
+        """Record a new token; `TokenExists` when its name is taken."""
+        entry = _dumps({"name": token.name, "role": token.role}, "token")
+        with self._connection() as conn, _immediate(conn):
+            taken = conn.execute("SELECT 1 FROM tokens WHERE name = ?", (token.name,)).fetchone()
+            if taken:
+                raise TokenExists(token.name)
+            conn.execute(
+                "INSERT INTO tokens (name, role, digest, created_at_ms) VALUES (?, ?, ?, ?)",
+                (token.name, token.role, token.digest, token.created_at_ms),
+            )
+            conn.execute(
+                _INSERT_HISTORY,
+                ("TokenCreated", entry, token.created_at_ms, actor),
+            )
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token, by name."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT name, role, digest, created_at_ms, revoked_at_ms FROM tokens ORDER BY name"
+            ).fetchall()
+        return [TokenRecord(*row) for row in rows]
+
+    def token_by_digest(self, digest: str) -> TokenRecord | None:
+        """The unrevoked token with that digest."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT name, role, digest, created_at_ms, revoked_at_ms FROM tokens"
+                " WHERE digest = ? AND revoked_at_ms IS NULL",
+                (digest,),
+            ).fetchone()
+        return TokenRecord(*row) if row else None
+
+    def revoke_token(self, name: str, at_ms: int, actor: str | None = None) -> bool:
+        """Revoke the token called `name`; False when there is no such unrevoked token."""
+        entry = _dumps({"name": name}, "token")
+        with self._connection() as conn, _immediate(conn):
+            changed = conn.execute(
+                "UPDATE tokens SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL",
+                (at_ms, name),
+            ).rowcount
+            if changed:
+                conn.execute(
+                    _INSERT_HISTORY,
+                    ("TokenRevoked", entry, at_ms, actor),
+                )
+        return bool(changed)
+
+    def is_empty(self) -> bool:
+        """Whether nothing was ever recorded here."""
+        with self._connection() as conn:
+            recorded = conn.execute(
+                "SELECT (SELECT last_seq FROM log_head WHERE id = 1)"
+                " + (SELECT COUNT(*) FROM snapshots) + (SELECT COUNT(*) FROM tokens)"
+            ).fetchone()[0]
+        return not recorded
 
     def events(self, after_seq: int = 0) -> Iterator[StoredEvent]:
         """Recorded events with `seq > after_seq`, in order (compacted ones are gone)."""

@@ -14,7 +14,7 @@ import pytest
 from forestflow.domain.frame import Frame, TensorType
 from forestflow.domain.signature import FeatureSpec, ModelSignature
 from forestflow.errors import UnknownServable
-from forestflow.flavors.base import Flavor, LoadedModel
+from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
 from forestflow.serving.runner import InProcessRunner
 from forestflow.serving.scheduler import WorkScheduler
 from tests.builders import make_fqrv
@@ -47,7 +47,7 @@ class GatedModel(LoadedModel):
 class GatedFlavor(Flavor):
     model: GatedModel = field(default_factory=GatedModel)
 
-    def load(self, directory: Path) -> LoadedModel:
+    def load(self, directory: Path, policy: LoadPolicy) -> LoadedModel:
         return self.model
 
 

@@ -7,11 +7,32 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from forestflow.errors import MalformedRequest, PayloadTooLarge
+from forestflow.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (or not declared at all).
+
+    Browsers send cross-site bodies without a preflight only as text/plain, form or
+    multipart: refusing those keeps a web page from driving the API (CSRF).
+    """
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType(
+        f"expected Content-Type: application/json, got {declared!r}", field="Content-Type"
+    )
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The parsed JSON body; 413 beyond `limit` bytes, 400 for malformed or empty JSON."""
+    """The parsed JSON body; 415 for another content type, 413 beyond `limit` bytes, 400
+    for malformed or empty JSON."""
+    require_json(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(limit)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from forestflow.api.rest.auth import Guard, principal_of
 from forestflow.api.rest.bodies import read_json
 from forestflow.api.rest.converters import parse_inference_request, prediction_body
 from forestflow.api.rest.responses import JSONResponse, wrapped
@@ -17,12 +18,14 @@ from forestflow.control.plane import ControlPlane
 from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
 from forestflow.domain.codec import decode, encode
 from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.domain.roles import Permission, may_only_shadow, never_serves
 from forestflow.domain.settings import ContractSettings, LoggingSettings, PolicySettings
 from forestflow.errors import (
     ContractValidationError,
     CreateServableRequestInvalidError,
     ForestFlowError,
     InvalidField,
+    PermissionDenied,
 )
 from forestflow.serving.inference import InferenceService
 
@@ -39,6 +42,7 @@ class RestContext:
     control: ControlPlane
     inference: InferenceService
     max_request_bytes: int
+    guard: Guard
 
 
 def _contract(organization: str, project: str, contract_number: int) -> Contract:
@@ -66,68 +70,122 @@ def build_router(ctx: RestContext) -> APIRouter:
     return router
 
 
-def _route(
-    router: APIRouter, method: str, paths: list[str]
-) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-    def decorate(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        for path in paths:
-            router.add_api_route(path, endpoint, methods=[method], response_class=JSONResponse)
-        return endpoint
+Endpoint = Callable[..., Awaitable[Any]]
 
-    return decorate
+
+def route_adder(
+    router: APIRouter, guard: Guard, default: Permission
+) -> Callable[..., Callable[[Endpoint], Endpoint]]:
+    """`add(method, paths, permission=default)`: a decorator registering an endpoint under
+    `paths`, open only to callers allowed `permission`."""
+
+    def add(
+        method: str, paths: list[str], permission: Permission = default
+    ) -> Callable[[Endpoint], Endpoint]:
+        def decorate(endpoint: Endpoint) -> Endpoint:
+            for path in paths:
+                router.add_api_route(
+                    path,
+                    endpoint,
+                    methods=[method],
+                    response_class=JSONResponse,
+                    dependencies=guard.dependencies(permission),  # type: ignore[arg-type]
+                )
+            return endpoint
+
+        return decorate
+
+    return add
+
+
+def actor(request: Request) -> str | None:
+    """The name of the token making a command (None when auth is off), for the history."""
+    return principal_of(request).name
+
+
+def check_owner(request: Request, control: ControlPlane, fqrv: FQRV) -> None:
+    """A shadow deployer may change only the servables it deployed itself."""
+    principal = principal_of(request)
+    if may_only_shadow(principal.role) and control.owner(fqrv) != principal.name:
+        raise PermissionDenied(
+            f"a {principal.role.value} may change only the servables it deployed; "
+            f"{fqrv} was not deployed by {principal.name!r}"
+        )
+
+
+def check_shadow_only(request: Request, policy: PolicySettings, field: str) -> None:
+    """A shadow deployer's servables must hold `NeverValid`: they never take traffic."""
+    principal = principal_of(request)
+    if may_only_shadow(principal.role) and not never_serves(policy):
+        raise PermissionDenied(
+            f"a {principal.role.value} may deploy only servables that never serve: "
+            f'{field} must hold {{"NeverValid": {{}}}}',
+            field=field,
+        )
 
 
 def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
     control = ctx.control
+    manage = Permission.MANAGE_CONTRACTS
+    _route = route_adder(router, ctx.guard, Permission.READ)
 
-    @_route(router, "GET", ["/contracts/list"])
+    @_route("GET", ["/contracts/list"])
     async def list_contracts() -> JSONResponse:
         return wrapped("Contracts", {"contracts": [encode(c) for c in control.contracts()]})
 
-    @_route(router, "POST", ["/contract" + CONTRACT])
+    @_route("POST", ["/contract" + CONTRACT], manage)
     async def create_contract(
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         settings = await _contract_settings(request, ctx)
-        await control.create_contract(contract, settings)
+        await control.create_contract(contract, settings, actor=actor(request))
         return wrapped("ContractCreatedSuccessfully", {"contract": encode(contract)}, 201)
 
-    @_route(router, "PUT", [CONTRACT])
+    @_route("PUT", [CONTRACT], manage)
     async def update_contract(
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         settings = await _contract_settings(request, ctx)
-        await control.update_contract(contract, settings)
+        await control.update_contract(contract, settings, actor=actor(request))
         return wrapped("ContractUpdatedSuccessfully", {"contract": encode(contract)})
 
-    @_route(router, "DELETE", [CONTRACT])
+    @_route("DELETE", [CONTRACT], manage)
     async def delete_contract(
-        organization: str, project: str, contract_number: int
+        request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
-        await control.delete_contract(contract)
+        await control.delete_contract(contract, actor=actor(request))
         return wrapped("ContractDeletedSuccessfully", {"contract": encode(contract)})
 
-    @_route(router, "GET", [CONTRACT + "/contract-settings", CONTRACT + "/c-settings"])
+    @_route("GET", [CONTRACT + "/contract-settings", CONTRACT + "/c-settings"])
     async def contract_settings(
         organization: str, project: str, contract_number: int
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         return wrapped("ContractSettings", encode(control.contract_settings(contract)))
 
-    @_route(router, "GET", [CONTRACT + "/list", CONTRACT + "/releases"])
+    @_route("GET", [CONTRACT + "/list", CONTRACT + "/releases"])
     async def list_releases(organization: str, project: str, contract_number: int) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
-        return JSONResponse([{"FQRV": encode(f)} for f in control.releases(contract)])
+        failed = control.load_errors()
+        return JSONResponse(
+            [
+                # the original's shape, plus why a servable that could not be loaded failed
+                {"FQRV": encode(f), "state": "failed", "failure": failed[f]}
+                if f in failed
+                else {"FQRV": encode(f)}
+                for f in control.releases(contract)
+            ]
+        )
 
-    @_route(router, "GET", [CONTRACT + "/stats"])
+    @_route("GET", [CONTRACT + "/stats"])
     async def stats(organization: str, project: str, contract_number: int) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         return JSONResponse([servable_metrics_body(m) for m in control.metrics(contract)])
 
-    @_route(router, "GET", [CONTRACT + "/servable-settings", CONTRACT + "/s-settings"])
+    @_route("GET", [CONTRACT + "/servable-settings", CONTRACT + "/s-settings"])
     async def servables_settings(
         organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -139,7 +197,7 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
             ]
         )
 
-    @_route(router, "GET", [CONTRACT + "/metadata"])
+    @_route("GET", [CONTRACT + "/metadata"])
     async def contract_metadata(
         organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -155,14 +213,28 @@ async def _contract_settings(request: Request, ctx: RestContext) -> ContractSett
 
 def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
     control = ctx.control
+    deploy_ = Permission.DEPLOY
+    _route = route_adder(router, ctx.guard, Permission.READ)
 
-    @_route(router, "POST", ["/servable"])
+    async def deploy_checked(request: Request, serve: ServeRequest) -> FQRV:
+        check_shadow_only(
+            request,
+            serve.servable_settings.policy_settings,
+            "servableSettings.policySettings.validityPolicy",
+        )
+        if may_only_shadow(principal_of(request).role) and serve.contract_settings is not None:
+            raise PermissionDenied(
+                "a shadow-deployer may not set contract settings", field="contractSettings"
+            )
+        return await control.deploy(serve, actor=actor(request))
+
+    @_route("POST", ["/servable"], deploy_)
     async def deploy(request: Request) -> JSONResponse:
         serve = _serve_request(await read_json(request, ctx.max_request_bytes))
-        fqrv = await control.deploy(serve)
+        fqrv = await deploy_checked(request, serve)
         return wrapped("ServableCreatedSuccessfully", {"fqrv": encode(fqrv)}, 201)
 
-    @_route(router, "POST", ["/servable" + SERVABLE])
+    @_route("POST", ["/servable" + SERVABLE], deploy_)
     async def deploy_at(
         request: Request,
         organization: str,
@@ -172,10 +244,10 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
     ) -> JSONResponse:
         fqrv = _fqrv(organization, project, contract_number, release_version)
         serve = _serve_request(await read_json(request, ctx.max_request_bytes), fqrv)
-        await control.deploy(serve)
+        await deploy_checked(request, serve)
         return wrapped("ServableCreatedSuccessfully", {"fqrv": encode(fqrv)}, 201)
 
-    @_route(router, "PUT", [SERVABLE + "/policy-settings", SERVABLE + "/policy"])
+    @_route("PUT", [SERVABLE + "/policy-settings", SERVABLE + "/policy"], deploy_)
     async def update_policy(
         request: Request,
         organization: str,
@@ -184,12 +256,14 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         release_version: str,
     ) -> JSONResponse:
         fqrv = _fqrv(organization, project, contract_number, release_version)
+        check_owner(request, control, fqrv)
         body = await read_json(request, ctx.max_request_bytes)
         policy = _decode_as(CreateServableRequestInvalidError, PolicySettings, body)
-        await control.update_policy(fqrv, policy)
+        check_shadow_only(request, policy, "validityPolicy")
+        await control.update_policy(fqrv, policy, actor=actor(request))
         return wrapped("PolicySettingsUpdatedSuccessfully", {"fqrv": encode(fqrv)})
 
-    @_route(router, "PUT", [SERVABLE + "/logging-settings", SERVABLE + "/logging"])
+    @_route("PUT", [SERVABLE + "/logging-settings", SERVABLE + "/logging"], deploy_)
     async def update_logging(
         request: Request,
         organization: str,
@@ -198,20 +272,26 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         release_version: str,
     ) -> JSONResponse:
         fqrv = _fqrv(organization, project, contract_number, release_version)
+        check_owner(request, control, fqrv)
         body = await read_json(request, ctx.max_request_bytes)
         logging_settings = _decode_as(CreateServableRequestInvalidError, LoggingSettings, body)
-        await control.update_logging(fqrv, logging_settings)
+        await control.update_logging(fqrv, logging_settings, actor=actor(request))
         return wrapped("LoggingSettingsUpdatedSuccessfully", {"fqrv": encode(fqrv)})
 
-    @_route(router, "DELETE", [SERVABLE])
+    @_route("DELETE", [SERVABLE], deploy_)
     async def delete_servable(
-        organization: str, project: str, contract_number: int, release_version: str
+        request: Request,
+        organization: str,
+        project: str,
+        contract_number: int,
+        release_version: str,
     ) -> JSONResponse:
         fqrv = _fqrv(organization, project, contract_number, release_version)
-        await control.delete_servable(fqrv)
+        check_owner(request, control, fqrv)
+        await control.delete_servable(fqrv, actor=actor(request))
         return wrapped("ServablesDeletedSuccessfully", {"fqrvs": [encode(fqrv)]})
 
-    @_route(router, "GET", [SERVABLE + "/settings"])
+    @_route("GET", [SERVABLE + "/settings"])
     async def servable_settings(
         organization: str, project: str, contract_number: int, release_version: str
     ) -> JSONResponse:
@@ -219,7 +299,7 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         settings = encode(control.servable_settings(fqrv))
         return wrapped("ServableSettings", {"fqrv": encode(fqrv), **settings})
 
-    @_route(router, "GET", [SERVABLE + "/metadata"])
+    @_route("GET", [SERVABLE + "/metadata"])
     async def servable_metadata(
         organization: str, project: str, contract_number: int, release_version: str
     ) -> JSONResponse:
@@ -248,8 +328,9 @@ def _serve_request(body: Any, fqrv: FQRV | None = None) -> ServeRequest:
 
 def _add_inference_routes(router: APIRouter, ctx: RestContext) -> None:
     inference = ctx.inference
+    _route = route_adder(router, ctx.guard, Permission.SCORE)
 
-    @_route(router, "POST", [CONTRACT + "/score"])
+    @_route("POST", [CONTRACT + "/score"])
     async def score(
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -258,7 +339,7 @@ def _add_inference_routes(router: APIRouter, ctx: RestContext) -> None:
         scored = await inference.score(contract, frame)
         return JSONResponse(prediction_body(scored.fqrv, scored.prediction))
 
-    @_route(router, "POST", [SERVABLE + "/score"])
+    @_route("POST", [SERVABLE + "/score"])
     async def score_servable(
         request: Request,
         organization: str,

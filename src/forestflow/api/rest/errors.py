@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,7 +27,9 @@ def error_response(error: ForestFlowError) -> JSONResponse:
     if error.field:
         body["field"] = error.field
     body["StatusCode"] = int(error.status)
-    return JSONResponse({error.wire_name: body}, status_code=int(error.status))
+    # RFC 9110: a 401 names the scheme the client should use
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == HTTPStatus.UNAUTHORIZED else None
+    return JSONResponse({error.wire_name: body}, status_code=int(error.status), headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from forestflow.api.rest.auth import Guard
 from forestflow.api.rest.bodies import read_json
-from forestflow.api.rest.endpoints import CONTRACT, SERVABLE
+from forestflow.api.rest.endpoints import CONTRACT, SERVABLE, actor, check_owner, route_adder
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.control.plane import ControlPlane
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV, MAX_NAME_LENGTH, Contract
+from forestflow.domain.roles import Permission
 from forestflow.errors import InvalidField
 from forestflow.feedback.joiner import FeedbackJoiner
 from forestflow.feedback.records import parse_feedback
@@ -29,9 +30,11 @@ def build_feedback_router(
     joiner: FeedbackJoiner,
     sinks: dict[str, PredictionSink],
     max_request_bytes: int,
+    guard: Guard,
 ) -> APIRouter:
     """`PUT …/metrics`, `POST …/feedback` and `GET /prediction-log/stats`."""
     router = APIRouter()
+    add = route_adder(router, guard, Permission.READ)
 
     async def update_metrics(
         request: Request,
@@ -41,8 +44,9 @@ def build_feedback_router(
         release_version: str,
     ) -> JSONResponse:
         fqrv = FQRV(Contract(organization, project, contract_number), release_version)
+        check_owner(request, control, fqrv)
         metrics = parse_metrics(await read_json(request, max_request_bytes))
-        await control.update_metrics(fqrv, metrics)
+        await control.update_metrics(fqrv, metrics, actor=actor(request))
         performance = control.performance_metrics(fqrv)
         return wrapped(
             "PerformanceMetricsUpdatedSuccessfully",
@@ -57,7 +61,7 @@ def build_feedback_router(
         control.contract_settings(contract)  # 404 for an unknown contract
         outcome = joiner.join(contract, records)
         if outcome.updates:
-            await control.record_feedback(outcome.updates)
+            await control.record_feedback(outcome.updates, actor=actor(request))
         return wrapped(
             "FeedbackAccepted",
             {
@@ -82,10 +86,9 @@ def build_feedback_router(
             },
         )
 
-    add: Callable[..., None] = router.add_api_route
-    add(SERVABLE + "/metrics", update_metrics, methods=["PUT"], response_class=JSONResponse)
-    add(CONTRACT + "/feedback", feedback, methods=["POST"], response_class=JSONResponse)
-    add("/prediction-log/stats", log_stats, methods=["GET"], response_class=JSONResponse)
+    add("PUT", [SERVABLE + "/metrics"], Permission.DEPLOY)(update_metrics)
+    add("POST", [CONTRACT + "/feedback"], Permission.MANAGE_CONTRACTS)(feedback)
+    add("GET", ["/prediction-log/stats"])(log_stats)
     return router
 
 
