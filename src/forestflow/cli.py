@@ -57,6 +57,7 @@ def serve(
     """Start the server; SIGTERM or Ctrl-C stop it gracefully."""
     import uvicorn  # noqa: PLC0415 - keeps `forestflow --help` fast
 
+    from forestflow.api.connections import uvicorn_options  # noqa: PLC0415
     from forestflow.app import create_app  # noqa: PLC0415
     from forestflow.config import load_settings  # noqa: PLC0415
 
@@ -82,6 +83,7 @@ def serve(
         access_log=access_log,
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) or None,
         lifespan="on",
+        **uvicorn_options(settings.server),
     )
     click.echo(f"ForestFlow {__version__}: data in {settings.data_dir.resolve()}", err=True)
     server = uvicorn.Server(config)
