@@ -1,4 +1,5 @@
-"""The `forestflow` command: `forestflow serve` starts a server."""
+"""The `forestflow` command: `forestflow serve` starts a server; `forestflow token` manages
+the bearer tokens in a data directory (the server may be running or stopped)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 import click
 
 from forestflow import __version__
+
+STARTUP_FAILED = 2
+"""The exit code of every start-up failure (bad settings, unusable state, missing token)."""
 
 
 def _overrides(**options: Any) -> dict[str, Any]:
@@ -45,6 +49,11 @@ def main() -> None:
     help="A TOML settings file (also $FORESTFLOW_CONFIG_FILE).",
 )
 @click.option("--access-log/--no-access-log", default=False, help="Log every HTTP request.")
+@click.option(
+    "--reinitialize",
+    is_flag=True,
+    help="Start afresh on an empty state store beside old artifact copies (moved aside).",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -53,13 +62,15 @@ def serve(
     log_level: str | None,
     config_file: Path | None,
     access_log: bool,
+    reinitialize: bool,
 ) -> None:
     """Start the server; SIGTERM or Ctrl-C stop it gracefully."""
     import uvicorn  # noqa: PLC0415 - keeps `forestflow --help` fast
 
     from forestflow.api.connections import uvicorn_options  # noqa: PLC0415
-    from forestflow.app import create_app  # noqa: PLC0415
+    from forestflow.app import StartupError, create_app  # noqa: PLC0415
     from forestflow.config import load_settings  # noqa: PLC0415
+    from forestflow.store.sqlite import StoreError  # noqa: PLC0415
 
     try:
         settings = load_settings(
@@ -68,13 +79,13 @@ def serve(
                 host=host, port=port, data_dir=data_dir, workers=workers, log_level=log_level
             ),
         )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    app = create_app(settings)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        app = create_app(settings, reinitialize=reinitialize)
+    except (ValueError, StartupError, StoreError, OSError) as error:
+        _fail(f"cannot start: {error}")
     config = uvicorn.Config(
         app.asgi,
         host=settings.server.host,
@@ -88,8 +99,76 @@ def serve(
     click.echo(f"ForestFlow {__version__}: data in {settings.data_dir.resolve()}", err=True)
     server = uvicorn.Server(config)
     server.run()
-    if not server.started:
-        sys.exit(1)
+    if not server.started:  # uvicorn said why (the port is taken, say)
+        sys.exit(STARTUP_FAILED)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"forestflow: {message}", err=True)
+    sys.exit(STARTUP_FAILED)
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens: create, list and revoke (stored hashed in the state database)."""
+
+
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("data"),
+    show_default=True,
+    help="The server's data directory.",
+)
+
+
+def _tokens(data_dir: Path) -> Any:
+    from forestflow.clock import SystemClock  # noqa: PLC0415
+    from forestflow.control.tokens import TokenRegistry  # noqa: PLC0415
+    from forestflow.store.sqlite import StoreError, open_store  # noqa: PLC0415
+
+    try:
+        return TokenRegistry(open_store(data_dir), SystemClock())
+    except StoreError as error:
+        _fail(str(error))
+
+
+@token.command("create")
+@_DATA_DIR
+@click.option("--role", required=True, help="admin, deployer, scorer or shadow-deployer.")
+@click.option("--name", required=True, help="A name for the token (who or what uses it).")
+def token_create(data_dir: Path, role: str, name: str) -> None:
+    """Create a token and print it alone on stdout (it is not shown again)."""
+    from forestflow.control.tokens import parse_role  # noqa: PLC0415
+    from forestflow.errors import ForestFlowError  # noqa: PLC0415
+
+    try:
+        click.echo(_tokens(data_dir).create(name, parse_role(role)))
+    except ForestFlowError as error:
+        _fail(error.describe())
+
+
+@token.command("list")
+@_DATA_DIR
+def token_list(data_dir: Path) -> None:
+    """List the tokens: name, role, and when each was created or revoked."""
+    for record in _tokens(data_dir).tokens():
+        state = f"revoked at {record.revoked_at_ms}" if record.revoked_at_ms else "active"
+        click.echo(f"{record.name}\t{record.role}\t{state}")
+
+
+@token.command("revoke")
+@_DATA_DIR
+@click.option("--name", required=True, help="The token's name.")
+def token_revoke(data_dir: Path, name: str) -> None:
+    """Revoke a token (a running server stops accepting it within seconds)."""
+    from forestflow.errors import ForestFlowError  # noqa: PLC0415
+
+    try:
+        _tokens(data_dir).revoke(name)
+    except ForestFlowError as error:
+        _fail(error.describe())
+    click.echo(f"revoked {name}", err=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from forestflow.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -38,11 +38,14 @@ async def read_json(request: Request, limit: int) -> Any:
         raise PayloadTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # a slow client cut off by the read timeout: not a server error
+        raise MalformedRequest("the client went away before sending the whole body") from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise MalformedRequest("the request body is empty; expected JSON")
