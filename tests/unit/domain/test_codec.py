@@ -187,6 +187,8 @@ WIRE_NAMES: list[tuple[object, list[str]]] = [
             "performanceMetrics",
             "shadowDroppedCount",
             "shadowFailedCount",
+            "state",
+            "failure",
         ],
     ),
     (TimeBasedValidity(5), ["validAfterMS"]),
