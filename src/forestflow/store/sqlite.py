@@ -17,6 +17,7 @@ from typing import Any, Final, Self
 
 import orjson
 
+from forestflow.errors import InsufficientStorage
 from forestflow.store.base import (
     Counters,
     HistoryEntry,
@@ -91,6 +92,20 @@ class StoreError(Exception):
         super().__init__(f"state store {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class StoreFull(StoreError, InsufficientStorage):
+    """The state file's disk is full (SQLITE_FULL): the write was rolled back; answers 507.
+
+    Still a `StoreError`, so whatever handles store failures handles this one too.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(path, reason)
+        # The client's message leaves out the server's path; the log keeps `str(self)`.
+        self.message = (
+            "the state store's disk is full: free space in the data directory, then retry"
+        )
 
 
 class SqliteStore(Store):
@@ -353,11 +368,14 @@ class SqliteStore(Store):
                 raise self._error(exc) from exc
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        """`exc` as a `StoreError` that says why; `StoreFull` (507) when the disk is full."""
         name = getattr(exc, "sqlite_errorname", "")
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             reason = f"locked by another process for more than {self._busy_timeout_s:g} s"
         elif name == "SQLITE_NOTADB":
             reason = "not a SQLite database"
+        elif name == "SQLITE_FULL":
+            return StoreFull(self.path, f"the disk is full ({exc})")
         else:
             reason = str(exc)
         return StoreError(self.path, f"{reason} ({exc})" if reason != str(exc) else reason)
