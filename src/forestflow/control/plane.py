@@ -244,6 +244,9 @@ class ControlPlane:
             await self._in_pool(self._fetch_pool, self._cache.remove, fqrv)
             raise
         try:
+            # counters left by an earlier servable of the same FQRV; before the deploy is
+            # recorded, so that a failure here leaves nothing acknowledged
+            await self._in_store(self._store.delete_counters, servable_key(fqrv))
             async with self._lock:
                 events = self._deploy_events(fqrv, request, flavor, (source, digest), actor)
                 self._signatures[fqrv] = signature
@@ -255,7 +258,6 @@ class ControlPlane:
                         self._signatures.pop(fqrv, None)
                         self._counters.pop(fqrv, None)
                     raise
-                await self._in_store(self._store.delete_counters, servable_key(fqrv))
         except BaseException:
             if self._state.servable(fqrv) is None:  # the event never became durable
                 await self._runner.stop(fqrv)
@@ -514,8 +516,12 @@ class ControlPlane:
         self._events_since_snapshot += len(events)
         if self._events_since_snapshot >= self._snapshot_every:
             snapshot = Snapshot(seq, self._state.to_snapshot())
-            await self._in_store(self._store.write_snapshot, snapshot)
-            self._events_since_snapshot = 0
+            try:
+                await self._in_store(self._store.write_snapshot, snapshot)
+            except Exception as error:  # the events are durable: the command succeeded
+                log.warning("could not write a state snapshot (retried later): %s", error)
+            else:
+                self._events_since_snapshot = 0
 
     async def _fetch(self, fqrv: FQRV, source: str, artifact_path: str | None) -> tuple[str, str]:
         """Copy the artifact at `source` into the cache, atomically; return the location
@@ -536,7 +542,10 @@ class ControlPlane:
         """Unload a servable whose removal is durable, and clean up after it."""
         await self._runner.stop(fqrv)
         await self._in_pool(self._fetch_pool, self._cache.remove, fqrv)
-        await self._in_store(self._store.delete_counters, servable_key(fqrv))
+        try:
+            await self._in_store(self._store.delete_counters, servable_key(fqrv))
+        except Exception as error:  # the removal is durable; a redeploy clears them too
+            log.warning("could not delete the counters of %s: %s", fqrv, error)
         self._signatures.pop(fqrv, None)
         self._counters.pop(fqrv, None)
         self._phase_in.pop(fqrv, None)
