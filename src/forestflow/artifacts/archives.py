@@ -4,9 +4,10 @@ Archives (`.zip`, `.tar.gz`/`.tgz`, `.tar`) come from untrusted places, so extra
 refuses, with a 422 naming `path`, every entry that could write or point outside the
 target directory: absolute paths, `..` components, symbolic links whose target leaves the
 archive, hard links to anything but an earlier regular file of the archive, and device
-files or FIFOs. Zip bombs are defeated by a limit on the entry count and on the total
-uncompressed size (`ArchiveLimits`), checked before anything is written and again while
-bytes are written.
+files or FIFOs. Zip bombs are defeated by a limit on the entry count (`ArchiveLimits`)
+and by the fetch's `FetchBudget`: the total uncompressed size (`storage.max_artifact_bytes`,
+413 above it) and the disk's free space (507) are checked before anything is written, as
+the archive declares them, and again while bytes are written.
 
 Symbolic links are created last, after every regular file, so no write ever goes through
 one; a link inside a linked directory is refused, and every link is resolved once more at
@@ -31,14 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO, cast
 
+from forestflow.artifacts.budget import CHUNK, FetchBudget
+from forestflow.artifacts.trees import MAX_ENTRIES, TreeCopy
 from forestflow.errors import CreateServableRequestInvalidError
 
-MAX_TOTAL_BYTES = 20 * 1024**3
-"""Default limit on what one archive may unpack to (20 GiB)."""
-MAX_ENTRIES = 100_000
-"""Default limit on the number of entries of one archive."""
-
-_CHUNK = 1024 * 1024
 # tar headers (pax, GNU long names) are read whole into memory: refuse absurd ones
 _MAX_HEADER_READ = 16 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -73,9 +70,8 @@ _CONTENT_TYPES = {
 
 @dataclass(frozen=True, slots=True)
 class ArchiveLimits:
-    """How much one archive may unpack to."""
+    """How many entries one archive may have (its bytes are the fetch's `FetchBudget`'s)."""
 
-    max_total_bytes: int = MAX_TOTAL_BYTES
     max_entries: int = MAX_ENTRIES
 
 
@@ -102,6 +98,7 @@ def install_download(
     *,
     artifact_path: str | None,
     source: str,
+    budget: FetchBudget,
     content_type: str | None = None,
     limits: ArchiveLimits | None = None,
 ) -> None:
@@ -110,6 +107,7 @@ def install_download(
     An archive is extracted into `destination`; with `artifact_path`, only that entry of
     the archive (a sub-directory, whose content becomes the artifact root, or a file) is
     kept. Any other file is kept as `destination/name`. `download` is gone afterwards.
+    `budget` counts the download; what it unpacks to is counted on a fresh stage of it.
     """
     kind = archive_format(name, content_type)
     if kind is None:
@@ -123,11 +121,14 @@ def install_download(
         return
     unpacked = destination / f".forestflow-unpacked-{uuid.uuid4().hex}"
     try:
+        unpacking = budget.stage()
         if not artifact_path:
-            extract_archive(download, destination, kind, source=source, limits=limits)
+            extract_archive(
+                download, destination, kind, source=source, budget=unpacking, limits=limits
+            )
             return
-        extract_archive(download, unpacked, kind, source=source, limits=limits)
-        _select(unpacked, artifact_path, destination, source)
+        extract_archive(download, unpacked, kind, source=source, budget=unpacking, limits=limits)
+        _select(unpacked, artifact_path, destination, source, budget.stage())
     finally:
         download.unlink(missing_ok=True)
         shutil.rmtree(unpacked, ignore_errors=True)
@@ -150,13 +151,15 @@ def extract_archive(
     kind: ArchiveFormat,
     *,
     source: str,
+    budget: FetchBudget,
     limits: ArchiveLimits | None = None,
 ) -> None:
     """Extract `archive` into `destination` (created if needed), refusing unsafe entries.
 
-    `source` names the archive in error messages (the location the client gave).
+    `source` names the archive in error messages (the location the client gave); every
+    byte written is counted against `budget`.
     """
-    extraction = _Extraction(destination, source, limits or ArchiveLimits())
+    extraction = _Extraction(destination, source, limits or ArchiveLimits(), budget)
     destination.mkdir(parents=True, exist_ok=True)
     try:
         if kind is ArchiveFormat.ZIP:
@@ -188,8 +191,8 @@ class _Extraction:
     destination: Path
     source: str
     limits: ArchiveLimits
+    budget: FetchBudget
     entries: int = 0
-    written: int = 0
     links: list[tuple[tuple[str, ...], str, str]] = field(default_factory=list)
 
     def refuse(self, entry: str, reason: str) -> CreateServableRequestInvalidError:
@@ -210,18 +213,12 @@ class _Extraction:
             )
 
     def reserve(self, size: int) -> None:
-        """Account for `size` more bytes written; over the limit → 422."""
-        self.check_room(size)
-        self.written += size
+        """Account for `size` more bytes written; over the limit → 413."""
+        self.budget.add(size)
 
     def check_room(self, size: int) -> None:
-        """Refuse when `size` more bytes would go over the limit."""
-        if self.written + size > self.limits.max_total_bytes:
-            raise CreateServableRequestInvalidError(
-                f"{self.source} unpacks to more than {self.limits.max_total_bytes} bytes; "
-                "refusing it as a possible archive bomb",
-                field="path",
-            )
+        """Refuse (413, 507) when `size` more bytes would not fit, before writing them."""
+        self.budget.expect(size)
 
     def parts(self, name: str) -> tuple[str, ...]:
         """The path components of entry `name`; absolute or `..` paths are refused."""
@@ -253,7 +250,7 @@ class _Extraction:
         target = self.path(parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("wb") as out:
-            while chunk := stream.read(_CHUNK):
+            while chunk := stream.read(CHUNK):
                 self.reserve(len(chunk))
                 out.write(chunk)
         target.chmod(0o755 if executable else 0o644)
@@ -360,6 +357,7 @@ def _copy_hard_link(member: tarfile.TarInfo, parts: tuple[str, ...], ex: _Extrac
         raise ex.refuse(
             member.name, f"is a hard link to {member.linkname!r}, not an earlier file of it"
         )
+    ex.check_room(source.stat().st_size)
     ex.reserve(source.stat().st_size)
     target = ex.path(parts)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -402,8 +400,11 @@ class _HeaderCap:
         return self._inner.tell()
 
 
-def _select(unpacked: Path, artifact_path: str, destination: Path, source: str) -> None:
-    """Move (or copy) the `artifact_path` entry of an unpacked archive into `destination`."""
+def _select(
+    unpacked: Path, artifact_path: str, destination: Path, source: str, budget: FetchBudget
+) -> None:
+    """Move (or copy, counting against `budget`) the `artifact_path` entry of an unpacked
+    archive into `destination`."""
     parts = PurePosixPath(artifact_path.replace("\\", "/")).parts
     if not parts or artifact_path.startswith(("/", "\\")) or ".." in parts:
         raise CreateServableRequestInvalidError(
@@ -418,19 +419,19 @@ def _select(unpacked: Path, artifact_path: str, destination: Path, source: str) 
             f"artifact_path {artifact_path!r} is not in the archive {source}",
             field="artifactPath",
         )
+    copy = TreeCopy(
+        budget,
+        link_root=unpacked,
+        name_of=lambda relative: f"{source}: archive entry {'/'.join(parts + relative)!r}",
+        field="artifactPath",
+    )
     if real.is_file():
-        shutil.copyfile(real, destination / parts[-1])
+        copy.copy_file(real, destination / parts[-1])
         return
     if any(path.is_symlink() for path in real.rglob("*")):
         # links may point elsewhere in the archive: copy what they point to instead
-        try:
-            shutil.copytree(real, destination, symlinks=False, dirs_exist_ok=True)
-        except (shutil.Error, OSError) as error:  # e.g. a link loop
-            raise CreateServableRequestInvalidError(
-                f"cannot copy artifact_path {artifact_path!r} out of {source}: "
-                f"{type(error).__name__}",
-                field="artifactPath",
-            ) from None
+        # (each copy counted: many links to one big directory must not multiply it)
+        copy.copy_tree(real, destination)
         return
     for child in real.iterdir():
         child.rename(destination / child.name)

@@ -8,12 +8,14 @@ and a plain path is a local path.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from forestflow.artifacts.budget import FetchBudget
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.registry import Registry
 from forestflow.errors import CreateServableRequestInvalidError
@@ -29,6 +31,18 @@ class StorageOptions:
     """MLflow tracking server for `models:/` locations; None = `MLFLOW_TRACKING_URI`."""
     timeout_s: float = 60.0
     """Network timeout of one request to a remote store."""
+    local_roots: tuple[Path, ...] = ()
+    """Local paths may be deployed only from under these directories; empty = the
+    server's working directory."""
+    allow_private_hosts: bool = False
+    """Allow remote fetches from loopback, private, link-local and other non-public
+    addresses."""
+    max_artifact_bytes: int = 4 * 1024**3
+    """Largest artifact, as downloaded and as unpacked."""
+    free_space_reserve_bytes: int = 256 * 1024**2
+    """Free space a fetch must leave on the data directory's disk."""
+    fetch_deadline_s: float = 900.0
+    """A whole fetch must finish within this long."""
 
 
 class ArtifactFetcher(ABC):
@@ -40,7 +54,6 @@ class ArtifactFetcher(ABC):
     def __init__(self, options: StorageOptions) -> None:
         self.options = options
 
-    @abstractmethod
     def fetch(self, location: str, artifact_path: str | None, destination: Path) -> str | None:
         """Copy the artifact at `location` (its `artifact_path` sub-directory, if given)
         into the existing, empty directory `destination`.
@@ -50,8 +63,21 @@ class ArtifactFetcher(ABC):
         servable whose local copy is lost is fetched again as deployed.
 
         Raises `CreateServableRequestInvalidError` naming the field (`path`,
-        `artifactPath`) when the artifact cannot be found, reached or read.
+        `artifactPath`) when the artifact cannot be found, reached or read;
+        `ArtifactTooLarge` (413) over `max_artifact_bytes`; `InsufficientStorage` (507)
+        when the disk is full or would drop below `free_space_reserve_bytes`. What a
+        failed fetch wrote stays inside `destination`, which the cache deletes.
         """
+        budget = FetchBudget.start(self.options, destination, redact_credentials(location))
+        budget.check_free_space()
+        with budget.guard():
+            return self.fetch_within(location, artifact_path, destination, budget)
+
+    @abstractmethod
+    def fetch_within(
+        self, location: str, artifact_path: str | None, destination: Path, budget: FetchBudget
+    ) -> str | None:
+        """`fetch`, counting every byte written against `budget` and checking its deadline."""
 
     def fqrv_hint(self, location: str) -> FQRV | None:
         """The FQRV the location itself implies (Git tags do), used when a request has none."""
@@ -68,6 +94,14 @@ for _name, _target in (
     ("models", "forestflow.artifacts.mlflow_registry:MlflowRegistryFetcher"),
 ):
     ArtifactFetcher.registry.register_lazy(_name, _target)
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the user:password of every URL in it replaced by `***`."""
+    return _USERINFO.sub("***@", text)
 
 
 def protocol_of(location: str) -> str:

@@ -12,22 +12,42 @@ credentials git is configured with (credential helpers, SSH agent) apply. git ne
 prompts: `GIT_TERMINAL_PROMPT=0`, no stdin and no controlling terminal. Git LFS objects
 are skipped during the clone and pulled afterwards with `git lfs pull`, only when the
 checkout holds LFS pointer files; without git-lfs such a repository is refused.
+
+Where a repository may be: a `file://` URL or a plain path must be under
+`storage.local_roots`, as for local files. A remote host (https, http, git, ssh) must
+pass `hosts.HostCheck` before git runs — every address its name resolves to is public,
+unless `storage.allow_private_hosts` — and so must the Git LFS endpoint the repository
+configures. git then connects to the addresses checked (`http.curloptResolve`) and
+follows no redirect. (An ssh host name that does not resolve is left to ssh, whose own
+configuration may define it. The object URLs an LFS server answers with are not checked.)
+
+git runs within the fetch's budget (`processes.run_bounded`): the checkout's working tree
+and its `.git` directory may each hold at most `storage.max_artifact_bytes`, and the disk's
+free space and the fetch's deadline are watched while it runs. Errors of a remote
+repository say what happened in general words (not found, authentication failed, an HTTP
+status, connection failed); git's own text, which may name addresses and ports, goes to
+the server's log only.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from forestflow.artifacts.base import ArtifactFetcher
+from forestflow.artifacts.base import ArtifactFetcher, StorageOptions
+from forestflow.artifacts.budget import FetchBudget
+from forestflow.artifacts.hosts import HostCheck, IPAddress
+from forestflow.artifacts.local import allowed_local_path
+from forestflow.artifacts.processes import run_bounded
+from forestflow.artifacts.trees import TreeCopy, tree_bytes
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.errors import CreateServableRequestInvalidError, InvalidField
 
@@ -55,6 +75,21 @@ _GIT_BOILERPLATE = (
     "Please make sure you have the correct access rights",
     "and the repository exists",
 )
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git": 9418, "ftp": 21, "ftps": 990}
+_AUTH_FAILURES = (
+    "authentication failed",
+    "could not read username",
+    "could not read password",
+    "permission denied (publickey",
+    "host key verification failed",
+)
+_NOT_FOUND = (
+    "repository not found",
+    "does not appear to be a git repository",
+    "not exported",
+    "no such repository",
+)
+_LFS_ENDPOINT = re.compile(r"^(?:Endpoint|Endpoint \(\w+\))=(\S+)", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +126,29 @@ class GitLocation:
         """The clone URL without any credentials it carries, for messages and logs."""
         return _CREDENTIALS.sub("***@", self.url)
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the repository is on this machine (a `file://` URL)."""
+        return urlsplit(self.url).scheme.lower() == "file"
+
+    def host_and_port(self) -> tuple[str, int, str] | None:
+        """The remote's host, port and scheme; None for a local repository."""
+        if "://" not in self.url:  # scp-like: [user@]host:path, over ssh
+            host = self.url.split(":", 1)[0].rsplit("@", 1)[-1]
+            return host.strip("[]"), 22, "ssh"
+        parts = urlsplit(self.url)
+        scheme = parts.scheme.lower()
+        if scheme == "file":
+            return None
+        return parts.hostname or "", parts.port or _DEFAULT_PORTS.get(scheme, 0), scheme
+
 
 class GitFetcher(ArtifactFetcher):
     """A tagged revision of a Git repository (its working tree, without `.git`)."""
+
+    def __init__(self, options: StorageOptions, hosts: HostCheck | None = None) -> None:
+        super().__init__(options)
+        self.hosts = hosts or HostCheck(allow_private=options.allow_private_hosts)
 
     def fqrv_hint(self, location: str) -> FQRV | None:
         """The FQRV a `v<contract_number>.<release_version>` tag names; None for other tags."""
@@ -109,7 +164,9 @@ class GitFetcher(ArtifactFetcher):
             log.info("%s names no valid FQRV: %s", parsed.display_url, error.describe())
             return None
 
-    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> None:
+    def fetch_within(
+        self, location: str, artifact_path: str | None, destination: Path, budget: FetchBudget
+    ) -> None:
         """Clone the tagged revision into `destination` and keep its (sub-)tree there."""
         parsed = GitLocation.parse(location)
         if parsed.tag is None:
@@ -123,89 +180,160 @@ class GitFetcher(ArtifactFetcher):
                 "git is not installed on the server: cannot deploy from a Git repository",
                 field="path",
             )
+        pinned = self._check_where(parsed)
         # the checkout lives inside `destination`: the cache owns that directory alone
         checkout = Path(tempfile.mkdtemp(prefix=".checkout-", dir=destination))
+        run = _Runner(self.options.timeout_s, budget, checkout)
         try:
-            self._clone(parsed, checkout)
+            self._clone(parsed, checkout, run, pinned)
             source = _selected(checkout, artifact_path)
-            self._pull_lfs_objects(parsed, checkout, source, artifact_path)
+            self._pull_lfs_objects(parsed, checkout, source, artifact_path, run)
             shutil.rmtree(checkout / ".git")
-            _move_content(source, destination)
+            _keep(source, checkout, destination, budget, parsed)
         finally:
             shutil.rmtree(checkout, ignore_errors=True)
         log.info("checked out %s at %s into the cache", parsed.display_url, parsed.tag)
 
-    def _clone(self, parsed: GitLocation, checkout: Path) -> None:
+    def _check_where(self, parsed: GitLocation) -> list[str]:
+        """Refuse a local repository outside the local roots, or a remote host with a
+        non-public address; return git options that pin the addresses checked."""
+        remote = parsed.host_and_port()
+        if remote is None:
+            path = Path(unquote(urlsplit(parsed.url).path))
+            if not allowed_local_path(self.options, path):
+                raise CreateServableRequestInvalidError(
+                    f"'{path}' is not under an allowed local root (setting storage.local_roots)",
+                    field="path",
+                )
+            return []
+        host, port, scheme = remote
+        # ssh may know the name from its own configuration (a Host alias)
+        addresses = self.hosts.check(parsed.display_url, host, port, must_resolve=scheme != "ssh")
+        if self.hosts.allow_private:
+            return []
+        options = ["-c", "http.followRedirects=false"]
+        if addresses and scheme in ("http", "https"):
+            listed = ",".join(_curl_address(address) for address in addresses)
+            options += ["-c", f"http.curloptResolve={host}:{port}:{listed}"]
+        return options
+
+    def _clone(self, parsed: GitLocation, checkout: Path, run: _Runner, pinned: list[str]) -> None:
         tag = parsed.tag or ""
-        options = ["-c", "advice.detachedHead=false", "-c", "protocol.ext.allow=never"]
+        options = ["-c", "advice.detachedHead=false", "-c", "protocol.ext.allow=never", *pinned]
         shallow = ["--quiet", "--depth", "1", "--branch", tag, "--single-branch"]
-        result = self._git(
+        result = run(
             [*options, "clone", *shallow, "--", parsed.url, str(checkout)],
             what=f"cloning {parsed.display_url}",
         )
         if result.returncode == 0:
             return
         detail = _git_error(result.stderr)
+        log.info("cloning %s failed: %s", parsed.display_url, detail)
         if "not found in upstream" in detail:
             message = f"tag '{tag}' not found in Git repository {parsed.display_url}"
-        else:
+        elif parsed.is_local:
             message = f"Git repository {parsed.display_url} not found or unreachable: {detail}"
+        else:
+            message = f"could not fetch {parsed.display_url}: {_remote_failure(result.stderr)}"
         raise CreateServableRequestInvalidError(message, field="path")
 
+    def _check_lfs_endpoints(self, parsed: GitLocation, checkout: Path, run: _Runner) -> None:
+        """Refuse LFS endpoints (which `.lfsconfig` may set) on non-public hosts."""
+        if self.hosts.allow_private or parsed.is_local:
+            return
+        result = run(["lfs", "env"], what="reading the Git LFS endpoints", cwd=checkout)
+        for endpoint in _LFS_ENDPOINT.findall(result.stdout):
+            parts = urlsplit(endpoint)
+            scheme = parts.scheme.lower()
+            if scheme in ("http", "https") and parts.hostname:
+                port = parts.port or _DEFAULT_PORTS[scheme]
+                self.hosts.check(parsed.display_url, parts.hostname, port)
+
     def _pull_lfs_objects(
-        self, parsed: GitLocation, checkout: Path, source: Path, artifact_path: str | None
+        self,
+        parsed: GitLocation,
+        checkout: Path,
+        source: Path,
+        artifact_path: str | None,
+        run: _Runner,
     ) -> None:
         pointers = _lfs_pointers(source)
         if not pointers:
             return
         example = pointers[0].relative_to(checkout)
-        if self._git(["lfs", "version"], what="checking for git-lfs").returncode != 0:
+        if run(["lfs", "version"], what="checking for git-lfs").returncode != 0:
             raise CreateServableRequestInvalidError(
                 f"{parsed.display_url} at {parsed.tag} stores {len(pointers)} file(s) with "
                 f"Git LFS (e.g. {example}), but git-lfs is not installed on the server; "
                 "install git-lfs (https://git-lfs.com) to deploy it",
                 field="path",
             )
+        self._check_lfs_endpoints(parsed, checkout, run)
         pull = [*_LFS_FILTER, "lfs", "pull"]
         if artifact_path:
             pull += ["--include", f"{artifact_path.strip('/')}/**,{artifact_path.strip('/')}"]
-        result = self._git(pull, what="pulling Git LFS objects", cwd=checkout, lfs=True)
+        result = run(pull, what="pulling Git LFS objects", cwd=checkout, lfs=True)
         if result.returncode != 0 or _lfs_pointers(source):
+            detail = _git_error(result.stderr or result.stdout)
+            log.info("pulling the Git LFS files of %s failed: %s", parsed.display_url, detail)
             raise CreateServableRequestInvalidError(
                 f"could not download the Git LFS files of {parsed.display_url} at "
-                f"{parsed.tag} (e.g. {example}): "
-                f"{_git_error(result.stderr or result.stdout)}",
+                f"{parsed.tag} (e.g. {example})" + (f": {detail}" if parsed.is_local else ""),
                 field="path",
             )
 
-    def _git(
+
+@dataclass(frozen=True, slots=True)
+class _Runner:
+    """Runs git for one fetch: its timeout per command, its budget, its checkout."""
+
+    timeout_s: float
+    budget: FetchBudget
+    checkout: Path
+
+    def __call__(
         self, args: list[str], *, what: str, cwd: Path | None = None, lfs: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        """Run git without a shell, a terminal or stdin; kill its process group on timeout."""
+        """Run git without a shell, a terminal or stdin, within the fetch's budget."""
         # the server's environment is passed through on purpose: credential helpers,
         # SSH agents and proxies configured for git must keep working
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         if not lfs:
             env["GIT_LFS_SKIP_SMUDGE"] = "1"
-        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            ["git", *args],  # noqa: S607 - git from PATH, like the rest of the toolchain
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # no controlling terminal: ssh cannot prompt either
-        )
         try:
-            stdout, stderr = process.communicate(timeout=self.options.timeout_s)
+            return run_bounded(
+                ["git", *args],
+                budget=self.budget,
+                timeout_s=self.timeout_s,
+                measure=self._checkout_bytes,
+                env=env,
+                cwd=cwd,
+            )
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # git's helpers (ssh, remote-https) too
-            process.communicate()
             raise CreateServableRequestInvalidError(
-                f"{what} timed out after {self.options.timeout_s:g} s", field="path"
+                f"{what} timed out after {self.timeout_s:g} s", field="path"
             ) from None
-        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    def _checkout_bytes(self) -> int:
+        """The larger of the working tree and `.git`: each may hold a whole artifact."""
+        return max(tree_bytes(self.checkout, skip=".git"), tree_bytes(self.checkout / ".git"))
+
+
+def _curl_address(address: IPAddress) -> str:
+    return f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
+
+
+def _remote_failure(stderr: str) -> str:
+    """What went wrong with a remote repository, in words that name no address or port."""
+    lowered = stderr.lower()
+    status = re.search(r"returned error: (\d{3})", stderr)
+    if any(marker in lowered for marker in _AUTH_FAILURES):
+        return "authentication failed (configure git credentials for the server's user)"
+    if status is not None:
+        return f"HTTP {status[1]}"
+    if any(marker in lowered for marker in _NOT_FOUND):
+        return "repository not found"
+    return "connection failed"
 
 
 def _selected(checkout: Path, artifact_path: str | None) -> Path:
@@ -238,6 +366,24 @@ def _lfs_pointers(source: Path) -> list[Path]:
                 if file.read(len(_LFS_POINTER_PREFIX)) == _LFS_POINTER_PREFIX:
                     pointers.append(path)
     return pointers
+
+
+def _keep(
+    source: Path, checkout: Path, destination: Path, budget: FetchBudget, parsed: GitLocation
+) -> None:
+    """Put the selected tree (or file) into `destination`: moved, or — when it holds
+    symbolic links — copied with every link resolved, so none points outside the
+    artifact (links leaving the repository are refused)."""
+    links = source.is_dir() and any(path.is_symlink() for path in source.rglob("*"))
+    if not links:
+        _move_content(source, destination)
+        return
+    selected = source.relative_to(checkout).parts
+
+    def name_of(relative: tuple[str, ...]) -> str:
+        return f"{parsed.display_url} at {parsed.tag}: {'/'.join((*selected, *relative))!r}"
+
+    TreeCopy(budget.stage(), link_root=checkout, name_of=name_of).copy_tree(source, destination)
 
 
 def _move_content(source: Path, destination: Path) -> None:

@@ -1,13 +1,22 @@
-"""The local-filesystem fetcher: `file:///abs/path` or a plain path."""
+"""The local-filesystem fetcher: `file:///abs/path` or a plain path, under `storage.local_roots`.
+
+A deploy request may only name a path under one of the allowed local roots (default:
+the server's working directory), checked on the path with every symbolic link resolved.
+A path outside them gets one answer whether or not it exists, and nothing of it is read.
+Inside, the copy is `trees.TreeCopy`'s: regular files and directories only, links that
+stay inside the artifact, every byte counted against the fetch's budget.
+"""
 
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from forestflow.artifacts.base import ArtifactFetcher
+from forestflow.artifacts.base import ArtifactFetcher, StorageOptions
+from forestflow.artifacts.budget import FetchBudget
+from forestflow.artifacts.trees import TreeCopy, inside, special_place
 from forestflow.errors import CreateServableRequestInvalidError
 
 log = logging.getLogger(__name__)
@@ -16,38 +25,64 @@ log = logging.getLogger(__name__)
 class LocalFetcher(ArtifactFetcher):
     """A local directory (its content is copied) or a single file."""
 
-    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> None:
+    def fetch_within(
+        self, location: str, artifact_path: str | None, destination: Path, budget: FetchBudget
+    ) -> None:
         """Copy a local directory's content, or a single file, into `destination`."""
-        source = self._source(location, artifact_path)
-        if destination.resolve().is_relative_to(source.resolve()):
+        given, real = self._source(location, artifact_path)
+        if inside(os.path.realpath(destination), os.fspath(real)):
             raise CreateServableRequestInvalidError(
-                f"'{source}' contains the server's data directory; deploy a directory "
+                f"'{given}' contains the server's data directory; deploy a directory "
                 "that holds only the model",
                 field="path",
             )
-        if source.is_dir():
-            shutil.copytree(source, destination, dirs_exist_ok=True, symlinks=False)
-        else:
-            shutil.copy2(source, destination / source.name)
-        log.info(
-            "copied artifact %s into the cache (%d bytes)", source, directory_size(destination)
+        copy = TreeCopy(
+            budget,
+            link_root=real if real.is_dir() else real.parent,
+            name_of=lambda relative: f"'{given.joinpath(*relative)}'",
         )
+        if real.is_dir():
+            copy.copy_tree(real, destination)
+        else:
+            name = given.name if given.name not in ("", ".", "..") else real.name
+            copy.copy_file(real, destination / name)
+        log.info("copied artifact %s into the cache (%d bytes)", given, budget.written)
 
-    @staticmethod
-    def _source(location: str, artifact_path: str | None) -> Path:
+    def _source(self, location: str, artifact_path: str | None) -> tuple[Path, Path]:
+        """The path as given and its real path, which must be an allowed, existing
+        file or directory."""
         parts = urlsplit(location)
         base = Path(unquote(parts.path)) if parts.scheme.lower() == "file" else Path(location)
-        path = base / artifact_path if artifact_path else base
-        if not path.exists():
-            field = "artifactPath" if artifact_path and base.is_dir() else "path"
-            raise CreateServableRequestInvalidError(f"'{path}' does not exist", field=field)
-        if not (path.is_dir() or path.is_file()):
+        given = base / artifact_path if artifact_path else base
+        real = Path(os.path.realpath(given))
+        roots = allowed_roots(self.options)
+        if not any(inside(os.fspath(real), root) for root in roots):
+            base_allowed = any(inside(os.path.realpath(base), root) for root in roots)
             raise CreateServableRequestInvalidError(
-                f"'{path}' is neither a file nor a directory", field="path"
+                f"'{given}' is not under an allowed local root (setting storage.local_roots)",
+                field="artifactPath" if artifact_path and base_allowed else "path",
             )
-        return path
+        if special_place(os.fspath(real)):
+            raise CreateServableRequestInvalidError(
+                f"'{given}' is a special file (under /proc, /sys or /dev)", field="path"
+            )
+        if not real.exists():
+            field = "artifactPath" if artifact_path and base.is_dir() else "path"
+            raise CreateServableRequestInvalidError(f"'{given}' does not exist", field=field)
+        if not (real.is_dir() or real.is_file()):
+            raise CreateServableRequestInvalidError(
+                f"'{given}' is neither a file nor a directory", field="path"
+            )
+        return given, real
 
 
-def directory_size(directory: Path) -> int:
-    """Total size in bytes of the files under `directory`."""
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+def allowed_roots(options: StorageOptions) -> list[str]:
+    """The real paths of `options.local_roots`; the working directory when there are none."""
+    roots = options.local_roots or (Path.cwd(),)
+    return [os.path.realpath(root) for root in roots]
+
+
+def allowed_local_path(options: StorageOptions, path: Path) -> bool:
+    """Whether `path`, with its links resolved, is under an allowed local root."""
+    real = os.path.realpath(path)
+    return any(inside(real, root) for root in allowed_roots(options))

@@ -6,14 +6,24 @@ else the one `MLFLOW_TRACKING_URI` names (read by mlflow itself; `MLFLOW_REGISTR
 client resolves the version and downloads its artifacts (imported on first use: it needs
 `pip install 'forestflow[mlflow]'`). An alias is resolved to its version once, at deploy
 time: the servable keeps the files it was deployed with.
+
+The tracking server is the operator's, so it is not subject to
+`storage.allow_private_hosts`. The download itself runs in a child Python process that
+`processes.run_bounded` watches: the bytes it has written, the disk's free space and the
+fetch's deadline are checked while it runs, and it is killed on a breach (mlflow offers no
+way to count its chunks, and a thread could not be stopped). That costs the child's
+start-up (importing mlflow, about two seconds) on each deploy from the registry.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import posixpath
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from forestflow.artifacts.base import ArtifactFetcher
+from forestflow.artifacts.budget import FetchBudget
+from forestflow.artifacts.processes import run_bounded
+from forestflow.artifacts.trees import tree_bytes
 from forestflow.errors import CreateServableRequestInvalidError
 
 log = logging.getLogger(__name__)
@@ -29,6 +42,33 @@ _SCHEME = "models:/"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 _USAGE = "use models:/<name>/<version> or models:/<name>@<alias>"
+_MLFLOW_FAILED = 3
+# The child's program: download, then one JSON line saying where the files are, or why not.
+_DOWNLOAD = """
+import errno, json, sys
+import mlflow.artifacts, mlflow.exceptions
+uri, destination, tracking_uri = sys.argv[1:4]
+try:
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=destination, tracking_uri=tracking_uri
+    )
+except mlflow.exceptions.MlflowException as error:
+    print(json.dumps({"error_code": str(error.error_code), "message": str(error.message)}))
+    sys.exit(3)
+except OSError as error:
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    print(json.dumps({"disk_full": full, "message": f"{type(error).__name__}: {error}"}))
+    sys.exit(3)
+print(json.dumps({"path": local}))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _MlflowFailure:
+    """Why the child's download failed, as mlflow said it."""
+
+    error_code: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +104,9 @@ class ModelReference:
 class MlflowRegistryFetcher(ArtifactFetcher):
     """A model version's artifacts from an MLflow tracking server's model registry."""
 
-    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> str:
+    def fetch_within(
+        self, location: str, artifact_path: str | None, destination: Path, budget: FetchBudget
+    ) -> str:
         """Resolve the model version and download its artifacts into `destination`;
         return `models:/<name>/<version>`, the version an alias named at this moment."""
         reference = ModelReference.parse(location)
@@ -83,13 +125,11 @@ class MlflowRegistryFetcher(ArtifactFetcher):
         # downloads land inside `destination`: the cache owns that directory alone
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=destination))
         try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=str(staging), tracking_uri=tracking_uri
-            )
-            _move_content(Path(local), destination)
-        except mlflow.exceptions.MlflowException as error:
-            field = "artifactPath" if relative else "path"
-            raise _refusal(reference, tracking_uri, error, field) from None
+            local = _download(source, staging, tracking_uri, budget)
+            if isinstance(local, _MlflowFailure):
+                field = "artifactPath" if relative else "path"
+                raise _refusal(reference, tracking_uri, local, field)
+            _move_content(local, destination)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("downloaded %s (version %s) from %s", reference, version, _redacted(tracking_uri))
@@ -137,6 +177,35 @@ class MlflowRegistryFetcher(ArtifactFetcher):
         if reference.alias is not None:
             return str(client.get_model_version_by_alias(reference.name, reference.alias).version)
         return str(client.get_model_version(reference.name, reference.version).version)
+
+
+def _download(
+    source: str, staging: Path, tracking_uri: str, budget: FetchBudget
+) -> Path | _MlflowFailure:
+    """Download the artifacts at `source` into `staging` in a watched child process;
+    return where they are, or mlflow's reason for failing."""
+    result = run_bounded(
+        [sys.executable, "-c", _DOWNLOAD, source, str(staging), tracking_uri],
+        budget=budget,
+        timeout_s=float("inf"),  # the fetch's deadline bounds it
+        measure=lambda: tree_bytes(staging),
+        env=os.environ,
+    )
+    lines = result.stdout.strip().splitlines()
+    answer: dict[str, Any] = {}
+    if lines and result.returncode in (0, _MLFLOW_FAILED):
+        try:
+            answer = json.loads(lines[-1])
+        except ValueError:
+            answer = {}
+    if result.returncode == 0 and "path" in answer:
+        return Path(answer["path"])
+    if answer.get("disk_full"):
+        raise budget.insufficient_storage()
+    if "message" in answer:
+        return _MlflowFailure(str(answer.get("error_code", "")), str(answer["message"]))
+    log.warning("the MLflow download of %s failed: %s", _redacted(source), result.stderr[-2000:])
+    return _MlflowFailure("", f"the download failed (exit status {result.returncode})")
 
 
 def _import_mlflow() -> Any:

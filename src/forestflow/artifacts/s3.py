@@ -11,12 +11,16 @@
 The endpoint is `StorageOptions.s3_endpoint_url` (None = boto3's default, which honours
 `AWS_ENDPOINT_URL`); credentials, region and retries come from boto3's default chain
 (environment variables, `~/.aws`, instance roles). Failures are a 422 naming `path`.
+The endpoint is the operator's, so it is not subject to `storage.allow_private_hosts`;
+the fetch's `FetchBudget` bounds the objects' declared sizes before they are downloaded,
+and every chunk as it arrives (size 413, free space 507, deadline 422).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -24,6 +28,7 @@ from typing import Any
 
 from forestflow.artifacts.archives import install_download
 from forestflow.artifacts.base import ArtifactFetcher
+from forestflow.artifacts.budget import FetchBudget
 from forestflow.artifacts.http import DownloadProgress
 from forestflow.errors import CreateServableRequestInvalidError
 
@@ -37,12 +42,14 @@ _MISSING = ("404", "NoSuchKey", "NotFound")
 class S3Fetcher(ArtifactFetcher):
     """One object (a file or an archive), or every object under a prefix, from S3."""
 
-    def fetch(self, location: str, artifact_path: str | None, destination: Path) -> None:
+    def fetch_within(
+        self, location: str, artifact_path: str | None, destination: Path, budget: FetchBudget
+    ) -> None:
         """Download `location` into `destination`."""
         boto3, botocore = _boto3()
         bucket, key = _split(location)
-        client = self._client(boto3, botocore)
-        job = _S3Download(client, location, bucket, destination)
+        client = self._client(boto3, botocore, budget)
+        job = _S3Download(client, location, bucket, destination, budget)
         try:
             job.run(key, artifact_path)
         except botocore.exceptions.BotoCoreError as error:
@@ -57,8 +64,8 @@ class S3Fetcher(ArtifactFetcher):
                 field="path",
             ) from None
 
-    def _client(self, boto3: ModuleType, botocore: ModuleType) -> Any:
-        timeout = self.options.timeout_s
+    def _client(self, boto3: ModuleType, botocore: ModuleType, budget: FetchBudget) -> Any:
+        timeout = max(0.001, min(self.options.timeout_s, budget.remaining_s))
         config = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout)
         try:
             return boto3.session.Session().client(
@@ -72,12 +79,14 @@ class S3Fetcher(ArtifactFetcher):
 
 @dataclass(frozen=True, slots=True)
 class _S3Download:
-    """One fetch: the client, the location as given, its bucket and the destination."""
+    """One fetch: the client, the location as given, its bucket, the destination and
+    the fetch's budget."""
 
     client: Any
     location: str
     bucket: str
     destination: Path
+    budget: FetchBudget
 
     def run(self, key: str, artifact_path: str | None) -> None:
         """Fetch the object `key`, else the objects under `key[/artifact_path]/`."""
@@ -112,10 +121,13 @@ class _S3Download:
         size = int(head.get("ContentLength", 0))
         if size == 0:
             raise CreateServableRequestInvalidError(f"{url} is an empty object", field="path")
+        self.budget.expect(size)
         download = self.destination / f".forestflow-download-{uuid.uuid4().hex}"
         try:
             progress = DownloadProgress(url, size)
-            self.client.download_file(self.bucket, key, str(download), Callback=progress.advance)
+            self.client.download_file(
+                self.bucket, key, str(download), Callback=self._counting(progress)
+            )
             progress.finish()
             install_download(
                 download,
@@ -123,6 +135,7 @@ class _S3Download:
                 self.destination,
                 artifact_path=artifact_path,
                 source=self.location,
+                budget=self.budget,
                 content_type=head.get("ContentType"),
             )
         finally:
@@ -146,14 +159,30 @@ class _S3Download:
                 field="path",
             )
         targets = [(key, self._target(key, listed)) for key, _ in objects]
+        total = sum(size for _, size in objects)
+        self.budget.expect(total)
         for folder in folders:
             self._target(folder, listed).mkdir(parents=True, exist_ok=True)
-        progress = DownloadProgress(url, sum(size for _, size in objects))
+        progress = DownloadProgress(url, total)
         for key, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, key, str(target), Callback=progress.advance)
+            self.client.download_file(
+                self.bucket, key, str(target), Callback=self._counting(progress)
+            )
         progress.finish()
         log.info("fetched %d objects from %s", len(objects), url)
+
+    def _counting(self, progress: DownloadProgress) -> Callable[[int], None]:
+        """boto3's progress callback: count each chunk against the budget, then log.
+
+        An error raised here ends the transfer, and boto3 raises it from `download_file`.
+        """
+
+        def advance(size: int) -> None:
+            self.budget.add(size)
+            progress.advance(size)
+
+        return advance
 
     def _target(self, key: str, listed: str) -> Path:
         """Where object `key` goes under the destination; keys escaping it are refused."""

@@ -1,4 +1,5 @@
-"""Real remote stores on 127.0.0.1: an HTTP file server (a thread) and moto's S3 server.
+"""Real remote stores on 127.0.0.1: an HTTP file server (a thread), `git daemon` and
+moto's S3 server.
 
 The moto server checks credentials: after a bootstrap with authentication off (an IAM
 user `reader` allowed `s3:*`, a user `nobody` with no permission) it switches on IAM
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+
+from forestflow.artifacts.base import StorageOptions
 
 START_TIMEOUT_S = 60.0
 REGION = "us-east-1"
@@ -45,6 +48,21 @@ def tree(directory: Path) -> dict[str, bytes]:
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     }
+
+
+TrustingOptions = Callable[..., StorageOptions]
+
+
+@pytest.fixture(scope="session")
+def trusting(tmp_path_factory: pytest.TempPathFactory) -> TrustingOptions:
+    """`StorageOptions(**overrides)` that trust the tests' own artifacts: local paths under
+    pytest's temporary directories, servers on loopback."""
+    roots = (tmp_path_factory.getbasetemp(),)
+
+    def options(**overrides: Any) -> StorageOptions:
+        return StorageOptions(**{"local_roots": roots, "allow_private_hosts": True, **overrides})
+
+    return options
 
 
 @pytest.fixture
@@ -115,7 +133,12 @@ class _Handler(SimpleHTTPRequestHandler):
     - `/redirect/<path>` answers 302 to `/<path>`;
     - `/blob?file=<name>&type=<content type>` serves a file under a name without suffix;
     - `/attachment/<path>?filename=<name>` adds a Content-Disposition filename;
-    - `/cut/<path>` promises the whole file but sends only its first bytes.
+    - `/cut/<path>` promises the whole file but sends only its first bytes;
+    - `/redirect-to?url=<url>` answers 302 to any URL;
+    - `/endless` sends a chunked body of zeros that never ends;
+    - `/trickle` promises 1000 bytes and sends one every 0.2 s.
+
+    Every request's path is recorded in `server.requests`.
     """
 
     server: FileServer._Server
@@ -123,8 +146,16 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {key: values[0] for key, values in parse_qs(url.query).items()}
+        self.server.requests.append(self.path)
         if url.path == "/hang":
             self.server.release.wait(START_TIMEOUT_S)
+        elif url.path == "/redirect-to":
+            self.send_response(302)
+            self.send_header("Location", query["url"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif url.path in ("/endless", "/trickle"):
+            self._send_forever(endless=url.path == "/endless")
         elif url.path.startswith("/redirect/"):
             self.send_response(302)
             self.send_header("Location", url.path.removeprefix("/redirect"))
@@ -146,6 +177,28 @@ class _Handler(SimpleHTTPRequestHandler):
         else:
             super().do_GET()
 
+    def _send_forever(self, *, endless: bool) -> None:
+        """Send until the client hangs up or the server stops."""
+        self.send_response(200)
+        if endless:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", "1000")
+        self.end_headers()
+        chunk = b"\0" * 65536
+        framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        self.close_connection = True
+        try:
+            while not self.server.release.is_set():
+                if endless:
+                    self.wfile.write(framed)
+                else:
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                    self.server.release.wait(0.2)  # the trickle's pace, not a test's sleep
+        except OSError:  # the client hung up: what the tests expect of it
+            return
+
     def _send(self, path: Path, headers: dict[str, str]) -> None:
         data = path.read_bytes()
         self.send_response(200)
@@ -164,6 +217,7 @@ class FileServer:
     class _Server(ThreadingHTTPServer):
         root: Path
         release: threading.Event
+        requests: list[str]
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -175,6 +229,8 @@ class FileServer:
         self._server = self._Server(("127.0.0.1", 0), handler)
         self._server.root = root
         self._server.release = threading.Event()
+        self._server.requests = []
+        self.requests = self._server.requests
         self.port = int(self._server.server_address[1])
         # a short poll interval: shutdown() waits for the loop to notice
         self._thread = threading.Thread(
@@ -203,6 +259,59 @@ def http_files(tmp_path: Path) -> Iterator[FileServer]:
     server = FileServer(tmp_path / "www")
     yield server
     server.stop()
+
+
+# ----------------------------------------------------------------------------- Git
+
+
+class GitDaemon:
+    """`git daemon` on 127.0.0.1 serving every repository under `root` over git://."""
+
+    def __init__(self, root: Path, log_path: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self._log = log_path.open("w")
+        self._log_path = log_path
+        self.proc = subprocess.Popen(
+            [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--informative-errors",
+                f"--base-path={root}",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                str(root),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_until_listening()
+
+    def _wait_until_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            except OSError:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=0.05)  # a bounded wait on the process, not a sleep
+            else:
+                return
+        self.stop()
+        raise AssertionError(f"git daemon did not start; log:\n{self._log_path.read_text()}")
+
+    def url(self, repository: Path, tag: str) -> str:
+        """The git:// location of `repository` (under the root) at `tag`."""
+        return f"git://127.0.0.1:{self.port}/{repository.relative_to(self.root).as_posix()}#{tag}"
+
+    def stop(self) -> None:
+        """Terminate the daemon."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self._log.close()
 
 
 # ----------------------------------------------------------------------------- S3

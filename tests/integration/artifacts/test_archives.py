@@ -18,7 +18,10 @@ from forestflow.artifacts.archives import (
     extract_archive,
     install_download,
 )
-from forestflow.errors import CreateServableRequestInvalidError
+from forestflow.artifacts.base import StorageOptions
+from forestflow.artifacts.budget import FetchBudget
+from forestflow.artifacts.trees import MAX_ENTRIES
+from forestflow.errors import ArtifactTooLarge, CreateServableRequestInvalidError
 from tests.integration.artifacts.conftest import link_member, make_tar, make_zip
 
 SOURCE = "http://example.test/model.archive"
@@ -37,13 +40,35 @@ def tree(directory: Path) -> dict[str, bytes]:
     return found
 
 
-def refused(archive: Path, kind: ArchiveFormat, target: Path, **limits: int) -> str:
+def budget_in(directory: Path, max_bytes: int = 4 * 1024**3) -> FetchBudget:
+    """A fetch's budget that allows `max_bytes`, measuring free space where `directory` is."""
+    return FetchBudget.start(StorageOptions(max_artifact_bytes=max_bytes), directory, SOURCE)
+
+
+def refused(
+    archive: Path, kind: ArchiveFormat, target: Path, max_entries: int = MAX_ENTRIES
+) -> str:
     """Extract `archive`, expect a 422 naming `path`, and return its message."""
+    limits = ArchiveLimits(max_entries=max_entries)
     with pytest.raises(CreateServableRequestInvalidError) as caught:
-        extract_archive(archive, target, kind, source=SOURCE, limits=ArchiveLimits(**limits))
+        extract_archive(
+            archive, target, kind, source=SOURCE, budget=budget_in(archive.parent), limits=limits
+        )
     assert caught.value.field == "path"
     assert SOURCE in caught.value.message
     return caught.value.message
+
+
+def too_large(archive: Path, kind: ArchiveFormat, target: Path, max_bytes: int) -> None:
+    """Extract `archive` with a limit of `max_bytes`: a 413 naming the setting."""
+    budget = budget_in(archive.parent, max_bytes)
+    with pytest.raises(ArtifactTooLarge) as caught:
+        extract_archive(archive, target, kind, source=SOURCE, budget=budget)
+    assert caught.value.status == 413
+    assert caught.value.field == "path"
+    assert (
+        f"limit of {max_bytes} bytes (setting storage.max_artifact_bytes)" in caught.value.message
+    )
 
 
 def zip_with_mode(path: Path, name: str, data: bytes, mode: int) -> Path:
@@ -60,7 +85,9 @@ def zip_with_mode(path: Path, name: str, data: bytes, mode: int) -> Path:
 class TestRoundTrips:
     def test_zip(self, tmp_path: Path) -> None:
         archive = make_zip(tmp_path / "a.zip", {**FILES, "empty/": b""})
-        extract_archive(archive, tmp_path / "out", ArchiveFormat.ZIP, source=SOURCE)
+        extract_archive(
+            archive, tmp_path / "out", ArchiveFormat.ZIP, source=SOURCE, budget=budget_in(tmp_path)
+        )
         assert tree(tmp_path / "out") == FILES
         assert (tmp_path / "out" / "empty").is_dir()
 
@@ -68,7 +95,7 @@ class TestRoundTrips:
     def test_tar(self, tmp_path: Path, gz: bool) -> None:
         archive = make_tar(tmp_path / "a.tar", list(FILES.items()), gz=gz)
         kind = ArchiveFormat.TAR_GZ if gz else ArchiveFormat.TAR
-        extract_archive(archive, tmp_path / "out", kind, source=SOURCE)
+        extract_archive(archive, tmp_path / "out", kind, source=SOURCE, budget=budget_in(tmp_path))
         assert tree(tmp_path / "out") == FILES
 
     def test_tar_keeps_inner_links_and_copies_hard_links(self, tmp_path: Path) -> None:
@@ -83,6 +110,7 @@ class TestRoundTrips:
             tmp_path / "out",
             ArchiveFormat.TAR_GZ,
             source=SOURCE,
+            budget=budget_in(tmp_path),
         )
         out = tmp_path / "out"
         assert (out / "current" / "model.onnx").read_bytes() == b"model"
@@ -96,13 +124,17 @@ class TestRoundTrips:
         archive = tmp_path / "a.tar"
         with tarfile.open(archive, "w") as tar:
             tar.addfile(info, io.BytesIO(b"abc"))
-        extract_archive(archive, tmp_path / "out", ArchiveFormat.TAR, source=SOURCE)
+        extract_archive(
+            archive, tmp_path / "out", ArchiveFormat.TAR, source=SOURCE, budget=budget_in(tmp_path)
+        )
         mode = stat.S_IMODE((tmp_path / "out" / "run.sh").stat().st_mode)
         assert mode == 0o755
 
     def test_a_tar_gz_declared_as_tar_is_still_read(self, tmp_path: Path) -> None:
         archive = make_tar(tmp_path / "a.tar", list(FILES.items()), gz=True)
-        extract_archive(archive, tmp_path / "out", ArchiveFormat.TAR, source=SOURCE)
+        extract_archive(
+            archive, tmp_path / "out", ArchiveFormat.TAR, source=SOURCE, budget=budget_in(tmp_path)
+        )
         assert tree(tmp_path / "out") == FILES
 
 
@@ -182,7 +214,9 @@ class TestLinks:
         archive = zip_with_mode(
             tmp_path / "a.zip", "alias.onnx", b"model.onnx", stat.S_IFLNK | 0o777
         )
-        extract_archive(archive, tmp_path / "out", ArchiveFormat.ZIP, source=SOURCE)
+        extract_archive(
+            archive, tmp_path / "out", ArchiveFormat.ZIP, source=SOURCE, budget=budget_in(tmp_path)
+        )
         assert tree(tmp_path / "out") == {"alias.onnx": b"-> model.onnx", "model.onnx": b"model"}
 
 
@@ -233,21 +267,18 @@ class TestCorruptArchives:
 class TestLimits:
     def test_zip_over_the_size_limit_is_refused_before_writing(self, tmp_path: Path) -> None:
         archive = make_zip(tmp_path / "a.zip", {"a": b"0" * 600, "b": b"0" * 600})
-        message = refused(archive, ArchiveFormat.ZIP, tmp_path / "out", max_total_bytes=1000)
-        assert "unpacks to more than 1000 bytes" in message
+        too_large(archive, ArchiveFormat.ZIP, tmp_path / "out", max_bytes=1000)
         assert tree(tmp_path / "out") == {}
 
     def test_tar_over_the_size_limit_is_refused(self, tmp_path: Path) -> None:
         archive = make_tar(tmp_path / "a.tgz", [("a", b"0" * 600), ("b", b"0" * 600)])
-        message = refused(archive, ArchiveFormat.TAR_GZ, tmp_path / "out", max_total_bytes=1000)
-        assert "unpacks to more than 1000 bytes" in message
+        too_large(archive, ArchiveFormat.TAR_GZ, tmp_path / "out", max_bytes=1000)
         assert tree(tmp_path / "out") == {"a": b"0" * 600}
 
     def test_hard_link_copies_count_toward_the_limit(self, tmp_path: Path) -> None:
         members = [("a", b"0" * 600), link_member("b", "a", hard=True)]
         archive = make_tar(tmp_path / "a.tgz", members)
-        message = refused(archive, ArchiveFormat.TAR_GZ, tmp_path / "out", max_total_bytes=1000)
-        assert "unpacks to more than 1000 bytes" in message
+        too_large(archive, ArchiveFormat.TAR_GZ, tmp_path / "out", max_bytes=1000)
 
     @pytest.mark.parametrize("kind", [ArchiveFormat.ZIP, ArchiveFormat.TAR_GZ])
     def test_too_many_entries(self, tmp_path: Path, kind: ArchiveFormat) -> None:
@@ -262,8 +293,16 @@ class TestLimits:
 
     def test_at_the_limits_is_fine(self, tmp_path: Path) -> None:
         archive = make_zip(tmp_path / "a.zip", {"a": b"0" * 500, "b": b"0" * 500})
-        limits = ArchiveLimits(max_total_bytes=1000, max_entries=2)
-        extract_archive(archive, tmp_path / "out", ArchiveFormat.ZIP, source=SOURCE, limits=limits)
+        limits = ArchiveLimits(max_entries=2)
+        budget = budget_in(tmp_path, max_bytes=1000)
+        extract_archive(
+            archive,
+            tmp_path / "out",
+            ArchiveFormat.ZIP,
+            source=SOURCE,
+            budget=budget,
+            limits=limits,
+        )
         assert sorted(tree(tmp_path / "out")) == ["a", "b"]
 
 
@@ -293,7 +332,14 @@ class TestInstallDownload:
     def test_plain_file_is_kept_under_its_name(self, tmp_path: Path) -> None:
         download = tmp_path / ".part"
         download.write_bytes(b"model")
-        install_download(download, "model.onnx", tmp_path, artifact_path=None, source=SOURCE)
+        install_download(
+            download,
+            "model.onnx",
+            tmp_path,
+            artifact_path=None,
+            source=SOURCE,
+            budget=budget_in(tmp_path),
+        )
         assert tree(tmp_path) == {"model.onnx": b"model"}
 
     def test_artifact_path_selects_a_sub_directory(self, tmp_path: Path) -> None:
@@ -302,7 +348,14 @@ class TestInstallDownload:
         download = make_zip(
             destination / ".part", {"top.txt": b"t", **{f"m/{k}": v for k, v in FILES.items()}}
         )
-        install_download(download, "a.zip", destination, artifact_path="m/", source=SOURCE)
+        install_download(
+            download,
+            "a.zip",
+            destination,
+            artifact_path="m/",
+            source=SOURCE,
+            budget=budget_in(tmp_path),
+        )
         assert tree(destination) == FILES
 
     def test_artifact_path_with_links_copies_what_they_point_to(self, tmp_path: Path) -> None:
@@ -313,7 +366,14 @@ class TestInstallDownload:
             link_member("m/model.onnx", "../shared/model.onnx"),
         ]
         download = make_tar(destination / ".part", members)
-        install_download(download, "a.tgz", destination, artifact_path="m", source=SOURCE)
+        install_download(
+            download,
+            "a.tgz",
+            destination,
+            artifact_path="m",
+            source=SOURCE,
+            budget=budget_in(tmp_path),
+        )
         assert tree(destination) == {"model.onnx": b"model"}
         assert not (destination / "model.onnx").is_symlink()
 
@@ -322,13 +382,25 @@ class TestInstallDownload:
         destination.mkdir()
         members = [("m/model.onnx", b"model"), link_member("m/loop", ".")]
         download = make_tar(destination / ".part", members)
-        with pytest.raises(CreateServableRequestInvalidError, match="cannot copy artifact_path"):
-            install_download(download, "a.tgz", destination, artifact_path="m", source=SOURCE)
+        with pytest.raises(CreateServableRequestInvalidError, match="'m/loop' is a symlink loop"):
+            install_download(
+                download,
+                "a.tgz",
+                destination,
+                artifact_path="m",
+                source=SOURCE,
+                budget=budget_in(tmp_path),
+            )
 
     def test_artifact_path_naming_a_file(self, tmp_path: Path) -> None:
         download = make_zip(tmp_path / ".part", FILES)
         install_download(
-            download, "a.zip", tmp_path, artifact_path="sub/dir/notes.txt", source=SOURCE
+            download,
+            "a.zip",
+            tmp_path,
+            artifact_path="sub/dir/notes.txt",
+            source=SOURCE,
+            budget=budget_in(tmp_path),
         )
         assert tree(tmp_path) == {"notes.txt": b"hello"}
 
@@ -346,7 +418,12 @@ class TestInstallDownload:
         download = make_zip(destination / ".part", FILES)
         with pytest.raises(CreateServableRequestInvalidError, match=message) as caught:
             install_download(
-                download, "a.zip", destination, artifact_path=artifact_path, source=SOURCE
+                download,
+                "a.zip",
+                destination,
+                artifact_path=artifact_path,
+                source=SOURCE,
+                budget=budget_in(tmp_path),
             )
         assert caught.value.field == "artifactPath"
         assert tree(destination) == {}
@@ -355,11 +432,25 @@ class TestInstallDownload:
         download = tmp_path / ".part"
         download.write_bytes(b"model")
         with pytest.raises(CreateServableRequestInvalidError, match="applies to archives only"):
-            install_download(download, "model.onnx", tmp_path, artifact_path="m", source=SOURCE)
+            install_download(
+                download,
+                "model.onnx",
+                tmp_path,
+                artifact_path="m",
+                source=SOURCE,
+                budget=budget_in(tmp_path),
+            )
 
     @pytest.mark.parametrize("name", ["", "..", "a\\b"])
     def test_unusable_file_name(self, tmp_path: Path, name: str) -> None:
         download = tmp_path / ".part"
         download.write_bytes(b"model")
         with pytest.raises(CreateServableRequestInvalidError, match="is not a file name"):
-            install_download(download, name, tmp_path, artifact_path=None, source=SOURCE)
+            install_download(
+                download,
+                name,
+                tmp_path,
+                artifact_path=None,
+                source=SOURCE,
+                budget=budget_in(tmp_path),
+            )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +14,11 @@ import pytest
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.git import GitFetcher
+from forestflow.artifacts.hosts import HostCheck, IPAddress, is_non_public
 from forestflow.domain.fqrv import FQRV, Contract
-from forestflow.errors import CreateServableRequestInvalidError
+from forestflow.errors import ArtifactTooLarge, CreateServableRequestInvalidError
 from tests.git_commands import GIT_ENV, git
-from tests.integration.artifacts.conftest import tree
+from tests.integration.artifacts.conftest import GitDaemon, TrustingOptions, tree
 from tests.payloads import EXAMPLES
 
 MODEL = EXAMPLES / "energy_output" / "model.onnx"
@@ -59,8 +62,8 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Remote:
 
 
 @pytest.fixture
-def fetcher() -> GitFetcher:
-    return GitFetcher(StorageOptions(timeout_s=30))
+def fetcher(trusting: TrustingOptions) -> GitFetcher:
+    return GitFetcher(trusting(timeout_s=30))
 
 
 def hide_git_lfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,17 +205,19 @@ class TestGitFetchRefusals:
             port = closed.getsockname()[1]
         with pytest.raises(CreateServableRequestInvalidError) as refused:
             fetcher.fetch(f"http://me:s3cret@127.0.0.1:{port}/org/p.git#v1.x", None, destination)
-        assert refused.value.message.startswith(
-            f"Git repository http://***@127.0.0.1:{port}/org/p.git not found or unreachable: "
+        assert refused.value.message == (
+            f"could not fetch http://***@127.0.0.1:{port}/org/p.git: connection failed"
         )
         assert "s3cret" not in refused.value.message
 
-    def test_a_server_that_never_answers_times_out(self, destination: Path) -> None:
+    def test_a_server_that_never_answers_times_out(
+        self, destination: Path, trusting: TrustingOptions
+    ) -> None:
         with socket.socket() as silent:  # accepts connections, never says a word
             silent.bind(("127.0.0.1", 0))
             silent.listen()
             port = silent.getsockname()[1]
-            fetcher = GitFetcher(StorageOptions(timeout_s=1))
+            fetcher = GitFetcher(trusting(timeout_s=1))
             with pytest.raises(CreateServableRequestInvalidError) as refused:
                 fetcher.fetch(f"http://127.0.0.1:{port}/org/p.git#v1.x", None, destination)
         assert refused.value.message == (
@@ -348,3 +353,169 @@ class TestFqrvHint:
     )
     def test_git_locations_get_the_git_fetcher(self, location: str) -> None:
         assert isinstance(fetcher_for(location, StorageOptions()), GitFetcher)
+
+
+def repository_with_links(root: Path, links: dict[str, str]) -> Remote:
+    """A bare repository tagged `v1.links`: model.onnx plus the symbolic links `links`."""
+    work = root / "work"
+    work.mkdir(parents=True)
+    git(work, "init", "--quiet", "--initial-branch", "main")
+    shutil.copy(MODEL, work / "model.onnx")
+    for name, target in links.items():
+        (work / name).symlink_to(target)
+    commit_all(work, "links", "v1.links")
+    bare = root / "acme" / "links.git"
+    git(root, "clone", "--quiet", "--bare", str(work), str(bare))
+    return Remote(bare)
+
+
+PRIVATE = "the host resolves to a private or loopback address (setting storage.allow_private_hosts)"
+
+
+class TestWhereRepositoriesMayBe:
+    def test_a_local_repository_outside_the_roots_is_refused(
+        self, remote: Remote, tmp_path: Path, destination: Path
+    ) -> None:
+        fetcher = GitFetcher(StorageOptions(local_roots=(tmp_path / "elsewhere",)))
+        for location in (remote.location(), f"{remote.bare}#{RELEASE_TAG}"):
+            with pytest.raises(CreateServableRequestInvalidError) as refused:
+                fetcher.fetch(location, None, destination)
+            assert refused.value.message == (
+                f"'{remote.bare}' is not under an allowed local root (setting storage.local_roots)"
+            )
+        assert list(destination.iterdir()) == []
+
+    @pytest.mark.parametrize(
+        ("location", "shown"),
+        [
+            ("https://127.0.0.1/org/p.git#v1.x", "https://127.0.0.1/org/p.git"),
+            ("http://me:pw@localhost:8080/org/p.git#v1.x", "http://***@localhost:8080/org/p.git"),
+            ("git://[::1]/org/p.git#v1.x", "git://[::1]/org/p.git"),
+            ("ssh://git@127.0.0.2:2222/org/p.git#v1.x", "ssh://***@127.0.0.2:2222/org/p.git"),
+            ("git@localhost:org/p.git#v1.x", "git@localhost:org/p.git"),
+        ],
+    )
+    def test_a_private_host_is_refused_before_git_runs(
+        self, destination: Path, location: str, shown: str
+    ) -> None:
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            GitFetcher(StorageOptions()).fetch(location, None, destination)
+        assert refused.value.message == f"could not fetch {shown}: {PRIVATE}"
+        assert list(destination.iterdir()) == []
+
+    def test_a_link_leaving_the_repository_is_refused(
+        self, tmp_path: Path, destination: Path, trusting: TrustingOptions
+    ) -> None:
+        linked = repository_with_links(tmp_path, {"passwd": "/etc/passwd"})
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            GitFetcher(trusting()).fetch(linked.location("v1.links"), None, destination)
+        assert refused.value.message == (
+            f"{linked.bare.as_uri()} at v1.links: 'passwd' is a symlink to a place outside "
+            "the artifact; refusing to copy it"
+        )
+
+    def test_a_link_inside_is_copied_as_its_file(
+        self, tmp_path: Path, destination: Path, trusting: TrustingOptions
+    ) -> None:
+        linked = repository_with_links(tmp_path, {"alias.onnx": "model.onnx"})
+        GitFetcher(trusting()).fetch(linked.location("v1.links"), None, destination)
+        assert tree(destination) == {
+            "model.onnx": MODEL.read_bytes(),
+            "alias.onnx": MODEL.read_bytes(),
+        }
+        assert not (destination / "alias.onnx").is_symlink()
+
+
+class TestGitBounds:
+    def test_a_checkout_over_the_size_limit_is_refused(
+        self, remote: Remote, destination: Path, trusting: TrustingOptions
+    ) -> None:
+        with pytest.raises(ArtifactTooLarge) as refused:
+            GitFetcher(trusting(max_artifact_bytes=1000)).fetch(
+                remote.location(), None, destination
+            )
+        assert refused.value.status == 413
+        assert list(destination.iterdir()) == []
+
+    def test_the_fetch_deadline_ends_a_silent_server(
+        self, destination: Path, trusting: TrustingOptions
+    ) -> None:
+        with socket.socket() as silent:  # accepts connections, never says a word
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            port = silent.getsockname()[1]
+            fetcher = GitFetcher(trusting(timeout_s=60, fetch_deadline_s=1))
+            with pytest.raises(CreateServableRequestInvalidError) as refused:
+                fetcher.fetch(f"http://127.0.0.1:{port}/org/p.git#v1.x", None, destination)
+        assert refused.value.message == (
+            f"could not fetch http://127.0.0.1:{port}/org/p.git#v1.x: took longer than "
+            "storage.fetch_deadline_s (1 s)"
+        )
+        assert list(destination.iterdir()) == []
+
+
+def loopback_1_is_public(address: IPAddress) -> bool:
+    """`is_non_public`, except that 127.0.0.1 passes: the local git daemon plays a public
+    host, and any other loopback address a private one."""
+    return address != ipaddress.ip_address("127.0.0.1") and is_non_public(address)
+
+
+@pytest.fixture(scope="module")
+def daemon(remote: Remote, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitDaemon]:
+    """`git daemon` serving the directory that holds `remote` (as `samples/…`)."""
+    served = GitDaemon(remote.bare.parents[1], tmp_path_factory.mktemp("daemon") / "log")
+    yield served
+    served.stop()
+
+
+class TestRemoteRepositories:
+    """Over git:// from a real `git daemon`, with the host check on (127.0.0.1 plays public)."""
+
+    def fetcher(self, **overrides: float) -> GitFetcher:
+        options = StorageOptions(**{"timeout_s": 30, **overrides})  # type: ignore[arg-type]
+        return GitFetcher(options, hosts=HostCheck(forbidden=loopback_1_is_public))
+
+    def test_a_public_remote_is_cloned(
+        self, remote: Remote, daemon: GitDaemon, destination: Path
+    ) -> None:
+        self.fetcher().fetch(daemon.url(remote.bare, RELEASE_TAG), None, destination)
+        assert tree(destination) == {
+            "README.md": b"release 3\n",
+            "model.onnx": MODEL.read_bytes(),
+            "nested/energy_output/model.onnx": MODEL.read_bytes(),
+        }
+
+    def test_an_unknown_repository_says_so_without_git_s_text(
+        self, remote: Remote, daemon: GitDaemon, destination: Path
+    ) -> None:
+        location = daemon.url(remote.bare.parents[1] / "samples" / "missing.git", "v1.x")
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            self.fetcher().fetch(location, None, destination)
+        shown = location.split("#", 1)[0]
+        assert refused.value.message == f"could not fetch {shown}: repository not found"
+
+    def test_a_remote_checkout_over_the_size_limit_is_refused(
+        self, remote: Remote, daemon: GitDaemon, destination: Path
+    ) -> None:
+        location = daemon.url(remote.bare, RELEASE_TAG)
+        with pytest.raises(ArtifactTooLarge):
+            self.fetcher(max_artifact_bytes=1000).fetch(location, None, destination)
+        assert list(destination.iterdir()) == []
+
+    def test_git_connects_to_the_address_that_was_checked(self, destination: Path) -> None:
+        # "models.example.test" resolves, for the check only, to 127.0.0.1; git can reach
+        # the silent server under that name only through the pinned address, and then
+        # waits on it until the fetch deadline
+        def resolver(host: str, port: int) -> list[IPAddress]:
+            return [ipaddress.ip_address("127.0.0.1")]
+
+        hosts = HostCheck(resolver=resolver, forbidden=loopback_1_is_public)
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            port = silent.getsockname()[1]
+            fetcher = GitFetcher(StorageOptions(timeout_s=60, fetch_deadline_s=1), hosts=hosts)
+            location = f"http://models.example.test:{port}/org/p.git#v1.x"
+            with pytest.raises(CreateServableRequestInvalidError) as refused:
+                fetcher.fetch(location, None, destination)
+        assert "took longer than storage.fetch_deadline_s (1 s)" in refused.value.message

@@ -1,5 +1,6 @@
 """Git LFS end to end: a model pushed with the real git-lfs to a bare repository (file://),
-fetched by GitFetcher and deployed and scored over the REST API.
+fetched by GitFetcher and deployed and scored over the REST API; and an LFS endpoint on a
+private host, refused.
 
 git-lfs must be on PATH: `make test` provisions it into the virtualenv (the system's
 git-lfs, or Debian's package unpacked without root) and runs pytest with the
@@ -12,10 +13,12 @@ package alone).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,11 @@ import pytest
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.git import GitFetcher
+from forestflow.artifacts.hosts import HostCheck, IPAddress, is_non_public
 from forestflow.errors import CreateServableRequestInvalidError
 from tests.git_commands import GIT_ENV, git
 from tests.integration.api.conftest import Harness, HarnessFactory, harness_factory
-from tests.integration.artifacts.conftest import tree
+from tests.integration.artifacts.conftest import GitDaemon, TrustingOptions, tree
 from tests.payloads import POWERPLANT_FEATURES, SINGLE_INPUT_MODEL, fqrv_json, prediction_values
 
 # pytest finds fixtures by name in the test module: this makes the REST harness usable here
@@ -125,8 +129,10 @@ class TestLfsRemote:
 
 @pytest.mark.usefixtures("server_git_config")
 class TestGitLfsFetch:
-    def test_fetch_downloads_the_lfs_files(self, lfs_remote: LfsRemote, destination: Path) -> None:
-        fetcher = fetcher_for(lfs_remote.location(), StorageOptions(timeout_s=60))
+    def test_fetch_downloads_the_lfs_files(
+        self, lfs_remote: LfsRemote, destination: Path, trusting: TrustingOptions
+    ) -> None:
+        fetcher = fetcher_for(lfs_remote.location(), trusting(timeout_s=60))
         assert isinstance(fetcher, GitFetcher)
 
         fetcher.fetch(lfs_remote.location(), None, destination)
@@ -138,21 +144,25 @@ class TestGitLfsFetch:
         }
 
     def test_an_artifact_path_pulls_only_what_it_keeps(
-        self, lfs_remote: LfsRemote, destination: Path
+        self, lfs_remote: LfsRemote, destination: Path, trusting: TrustingOptions
     ) -> None:
-        fetcher = GitFetcher(StorageOptions(timeout_s=60))
+        fetcher = GitFetcher(trusting(timeout_s=60))
         fetcher.fetch(lfs_remote.location(), "models", destination)
         assert tree(destination) == {"model.onnx": MODEL.read_bytes()}
 
     def test_a_missing_lfs_object_is_refused_clearly(
-        self, lfs_remote: LfsRemote, tmp_path: Path, destination: Path
+        self,
+        lfs_remote: LfsRemote,
+        tmp_path: Path,
+        destination: Path,
+        trusting: TrustingOptions,
     ) -> None:
         broken = LfsRemote(tmp_path / "broken" / "acme" / "powerplant.git")
         shutil.copytree(lfs_remote.bare, broken.bare)
         shutil.rmtree(broken.bare / "lfs" / "objects")
 
         with pytest.raises(CreateServableRequestInvalidError) as refused:
-            GitFetcher(StorageOptions(timeout_s=60)).fetch(broken.location(), None, destination)
+            GitFetcher(trusting(timeout_s=60)).fetch(broken.location(), None, destination)
 
         assert refused.value.field == "path"
         assert refused.value.message.startswith(
@@ -161,6 +171,52 @@ class TestGitLfsFetch:
         )
         oid = hashlib.sha256(MODEL.read_bytes()).hexdigest()
         assert f"remote missing object {oid}" in refused.value.message
+        assert list(destination.iterdir()) == []
+
+
+def loopback_1_is_public(address: IPAddress) -> bool:
+    """`is_non_public`, except that 127.0.0.1 passes: the local git daemon plays a public
+    host, and any other loopback address a private one."""
+    return address != ipaddress.ip_address("127.0.0.1") and is_non_public(address)
+
+
+@pytest.fixture(scope="module")
+def lfsconfig_daemon(
+    lfs_remote: LfsRemote, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GitDaemon, Path]]:
+    """A copy of the LFS repository whose tag `v1.lfsconfig` adds a `.lfsconfig` naming an
+    LFS server on a private address, served by `git daemon`; and the copy's path."""
+    root = tmp_path_factory.mktemp("lfsconfig")
+    bare = root / "acme" / "powerplant.git"
+    shutil.copytree(lfs_remote.bare, bare)
+    work = root / "work"
+    git(root, "clone", "--quiet", "--branch", "main", str(bare), str(work), GIT_LFS_SKIP_SMUDGE="1")
+    (work / ".lfsconfig").write_text("[lfs]\n\turl = http://127.0.0.2:9/acme/lfs\n")
+    git(work, "add", ".lfsconfig")
+    git(work, "commit", "--quiet", "--message", "LFS elsewhere")
+    git(work, "tag", "v1.lfsconfig")
+    git(work, "push", "--quiet", "origin", "v1.lfsconfig", GIT_LFS_SKIP_PUSH="1")
+    served = GitDaemon(root, root / "daemon.log")
+    yield served, bare
+    served.stop()
+
+
+@pytest.mark.usefixtures("server_git_config")
+class TestLfsEndpoints:
+    def test_an_lfs_server_on_a_private_host_is_refused(
+        self, lfsconfig_daemon: tuple[GitDaemon, Path], destination: Path
+    ) -> None:
+        daemon, bare = lfsconfig_daemon
+        fetcher = GitFetcher(
+            StorageOptions(timeout_s=60), hosts=HostCheck(forbidden=loopback_1_is_public)
+        )
+        location = daemon.url(bare, "v1.lfsconfig")
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            fetcher.fetch(location, None, destination)
+        assert refused.value.message == (
+            f"could not fetch {location.split('#', 1)[0]}: the host resolves to a private or "
+            "loopback address (setting storage.allow_private_hosts)"
+        )
         assert list(destination.iterdir()) == []
 
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import shutil
+import socket
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
-from forestflow.artifacts.http import DownloadProgress, HttpFetcher, connect_error_message
-from forestflow.errors import CreateServableRequestInvalidError
+from forestflow.artifacts.hosts import HostCheck, IPAddress, is_non_public
+from forestflow.artifacts.http import DownloadProgress, HttpFetcher
+from forestflow.errors import (
+    ArtifactTooLarge,
+    CreateServableRequestInvalidError,
+    InsufficientStorage,
+)
 from tests.integration.artifacts.conftest import (
     MODEL_BYTES,
     MODEL_TREE,
@@ -42,7 +52,8 @@ def served(http_files: FileServer, tmp_path: Path) -> FileServer:
 def fetch(
     location: str, destination: Path, artifact_path: str | None = None, timeout: float = 10
 ) -> None:
-    fetcher = fetcher_for(location, StorageOptions(timeout_s=timeout))
+    # the test servers listen on loopback: allowed here, refused by default (TestHostCheck)
+    fetcher = fetcher_for(location, StorageOptions(timeout_s=timeout, allow_private_hosts=True))
     assert isinstance(fetcher, HttpFetcher)
     fetcher.fetch(location, artifact_path, destination)
 
@@ -119,7 +130,7 @@ class TestDownloads:
 class TestFailures:
     def test_404_says_the_status(self, served: FileServer, destination: Path) -> None:
         url = served.url("missing.onnx")
-        assert refused(url, destination) == f"GET {url} answered HTTP 404 File not found"
+        assert refused(url, destination) == f"could not fetch {url}: HTTP 404 Not Found"
 
     def test_credentials_in_the_url_are_not_repeated(
         self, served: FileServer, destination: Path, caplog: pytest.LogCaptureFixture
@@ -131,29 +142,28 @@ class TestFailures:
 
         assert "s3cret" not in message
         assert "://***@" in message
-        assert "answered HTTP 404" in message
+        assert "HTTP 404" in message
         assert "s3cret" not in caplog.text
 
     def test_404_after_a_redirect_names_both_urls(
         self, served: FileServer, destination: Path
     ) -> None:
         message = refused(served.url("redirect/missing.zip"), destination)
-        assert f"(redirected to {served.url('missing.zip')}) answered HTTP 404" in message
+        assert f"(redirected to {served.url('missing.zip')}): HTTP 404" in message
 
-    def test_connection_refused(self, destination: Path) -> None:
-        port = free_port()
-        message = refused(f"http://127.0.0.1:{port}/model.onnx", destination)
-        assert message.startswith(f"cannot connect to 127.0.0.1:{port}: connection refused")
+    def test_connection_refused_names_no_port_or_system_error(self, destination: Path) -> None:
+        url = f"http://127.0.0.1:{free_port()}/model.onnx"
+        assert refused(url, destination) == f"could not fetch {url}: connection failed"
 
     def test_stopped_server(self, served: FileServer, destination: Path) -> None:
         url = served.url("model.onnx")
         served.stop()
-        assert "connection refused" in refused(url, destination)
+        assert refused(url, destination) == f"could not fetch {url}: connection failed"
 
     def test_timeout(self, http_files: FileServer, destination: Path) -> None:
         url = http_files.url("hang")
         message = refused(url, destination, timeout=0.3)
-        assert message == f"timed out after 0.3 s downloading {url} (ReadTimeout)"
+        assert message == f"could not fetch {url}: timed out (storage.timeout_s = 0.3 s)"
 
     def test_empty_body(self, served: FileServer, destination: Path) -> None:
         url = served.url("empty.onnx")
@@ -161,7 +171,7 @@ class TestFailures:
 
     def test_body_cut_off(self, served: FileServer, destination: Path) -> None:
         url = served.url("cut/model.onnx")
-        assert refused(url, destination).startswith(f"the download of {url} was cut off: ")
+        assert refused(url, destination) == f"could not fetch {url}: the connection was cut off"
 
     def test_corrupt_archive(self, served: FileServer, destination: Path) -> None:
         url = served.url("corrupt.zip")
@@ -198,21 +208,6 @@ class TestFailures:
         assert "pip install 'forestflow[http]'" in message
 
 
-class TestConnectErrorMessage:
-    # DNS is not exercised for real: a lookup would leave this machine
-    @pytest.mark.parametrize(
-        ("reason", "start"),
-        [
-            ("[Errno -2] Name or service not known", "cannot resolve host 'h.test:80' (DNS"),
-            ("[Errno -3] Temporary failure in name resolution", "cannot resolve host"),
-            ("[Errno 111] Connection refused", "cannot connect to h.test:80: connection refused"),
-            ("[Errno 113] No route to host", "cannot reach host h.test:80: [Errno 113]"),
-        ],
-    )
-    def test_says_what_happened(self, reason: str, start: str) -> None:
-        assert connect_error_message("h.test:80", reason).startswith(start)
-
-
 class TestDownloadProgress:
     def test_unknown_size_logs_every_interval(self, caplog: pytest.LogCaptureFixture) -> None:
         now = [0.0]
@@ -231,3 +226,145 @@ class TestDownloadProgress:
         with caplog.at_level(logging.INFO, logger="forestflow.artifacts.http"):
             progress.advance(1000)
         assert caplog.records == []
+
+
+def zip_bomb(path: Path, unpacked_bytes: int) -> Path:
+    """A zip of one file of `unpacked_bytes` zeros: a few KB that unpack to megabytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("model.onnx", b"\0" * unpacked_bytes)
+    return path
+
+
+def too_large(fetcher: HttpFetcher, url: str, destination: Path, limit: int) -> None:
+    with pytest.raises(ArtifactTooLarge) as caught:
+        fetcher.fetch(url, None, destination)
+    assert caught.value.status == 413
+    assert caught.value.field == "path"
+    assert f"limit of {limit} bytes (setting storage.max_artifact_bytes)" in caught.value.message
+    assert list(destination.iterdir()) == [], "no partial file is left behind"
+
+
+class TestBounds:
+    def test_an_endless_body_is_cut_off_at_the_size_limit(
+        self, http_files: FileServer, destination: Path
+    ) -> None:
+        options = StorageOptions(allow_private_hosts=True, max_artifact_bytes=1024 * 1024)
+        too_large(HttpFetcher(options), http_files.url("endless"), destination, 1024 * 1024)
+
+    def test_a_content_length_over_the_limit_is_refused_before_downloading(
+        self, served: FileServer, destination: Path
+    ) -> None:
+        options = StorageOptions(allow_private_hosts=True, max_artifact_bytes=1000)
+        assert len(MODEL_BYTES) > 1000
+        too_large(HttpFetcher(options), served.url("model.onnx"), destination, 1000)
+
+    def test_a_zip_bomb_is_refused_before_it_is_unpacked(
+        self, http_files: FileServer, destination: Path
+    ) -> None:
+        bomb = zip_bomb(http_files.root / "bomb.zip", 5 * 1024 * 1024)
+        assert bomb.stat().st_size < 100_000
+        options = StorageOptions(allow_private_hosts=True, max_artifact_bytes=1024 * 1024)
+        too_large(HttpFetcher(options), http_files.url("bomb.zip"), destination, 1024 * 1024)
+
+    def test_a_trickling_server_is_cut_off_at_the_deadline(
+        self, http_files: FileServer, destination: Path
+    ) -> None:
+        options = StorageOptions(allow_private_hosts=True, timeout_s=10, fetch_deadline_s=1)
+        url = http_files.url("trickle")
+        started = time.monotonic()
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            HttpFetcher(options).fetch(url, None, destination)
+        assert time.monotonic() - started < 30  # bounded; the trickle alone takes 200 s
+        assert caught.value.message == (
+            f"could not fetch {url}: took longer than storage.fetch_deadline_s (1 s)"
+        )
+        assert caught.value.field == "path"
+        assert list(destination.iterdir()) == []
+
+    def test_too_little_free_space_is_refused_with_507(
+        self, served: FileServer, destination: Path
+    ) -> None:
+        free = shutil.disk_usage(destination).free
+        options = StorageOptions(allow_private_hosts=True, free_space_reserve_bytes=free + 2**30)
+        with pytest.raises(InsufficientStorage) as caught:
+            HttpFetcher(options).fetch(served.url("model.zip"), None, destination)
+        assert caught.value.status == 507
+        assert "bytes free" in caught.value.message
+        assert "storage.free_space_reserve_bytes" in caught.value.message
+        assert list(destination.iterdir()) == []
+
+
+def loopback_1_is_public(address: IPAddress) -> bool:
+    """`is_non_public`, except that 127.0.0.1 passes: the test servers' address plays an
+    allowed public host, and any other loopback address a private one."""
+    return address != ipaddress.ip_address("127.0.0.1") and is_non_public(address)
+
+
+class TestHostCheck:
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+    def test_loopback_hosts_are_refused_by_default(
+        self, served: FileServer, destination: Path, host: str
+    ) -> None:
+        url = served.url("model.onnx").replace("127.0.0.1", host)
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            HttpFetcher(StorageOptions()).fetch(url, None, destination)
+        assert caught.value.field == "path"
+        assert caught.value.message == (
+            f"could not fetch {url}: the host resolves to a private or loopback address "
+            "(setting storage.allow_private_hosts)"
+        )
+        assert served.requests == [], "nothing was sent to the host"
+        assert list(destination.iterdir()) == []
+
+    def test_every_address_of_a_name_is_checked(self, destination: Path) -> None:
+        def resolver(host: str, port: int) -> list[IPAddress]:
+            return [ipaddress.ip_address("203.0.113.7"), ipaddress.ip_address("10.1.2.3")]
+
+        hosts = HostCheck(resolver=resolver)
+        url = "http://models.example.test/model.onnx"
+        with pytest.raises(CreateServableRequestInvalidError, match="private or loopback"):
+            HttpFetcher(StorageOptions(), hosts=hosts).fetch(url, None, destination)
+
+    def test_a_name_that_does_not_resolve(self, destination: Path) -> None:
+        def resolver(host: str, port: int) -> list[IPAddress]:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        url = "http://models.example.test/model.onnx"
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            HttpFetcher(StorageOptions(), hosts=HostCheck(resolver=resolver)).fetch(
+                url, None, destination
+            )
+        assert caught.value.message == f"could not fetch {url}: the host name does not resolve"
+
+    def test_a_redirect_to_a_private_host_is_refused(
+        self, served: FileServer, destination: Path
+    ) -> None:
+        fetcher = HttpFetcher(StorageOptions(), hosts=HostCheck(forbidden=loopback_1_is_public))
+        fetcher.fetch(served.url("model.zip"), None, destination)  # 127.0.0.1 is allowed
+        assert tree(destination) == MODEL_TREE
+        again = destination.parent / "again"
+        again.mkdir()
+        target = f"http://127.0.0.2:{served.port}/model.zip"
+        url = served.url(f"redirect-to?url={target}")
+
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            fetcher.fetch(url, None, again)
+
+        assert caught.value.message == (
+            f"could not fetch {url}: the host resolves to a private or loopback address "
+            "(setting storage.allow_private_hosts)"
+        )
+        assert served.requests[-1] == f"/redirect-to?url={target}"
+        assert list(again.iterdir()) == []
+
+    def test_the_connected_peer_is_checked_too(self, served: FileServer, destination: Path) -> None:
+        # the name resolves to a public address for the check, but the connection lands
+        # on loopback: what a DNS answer that changes between the two would do
+        def resolver(host: str, port: int) -> list[IPAddress]:
+            return [ipaddress.ip_address("203.0.113.7")]
+
+        url = served.url("model.onnx").replace("127.0.0.1", "localhost")
+        fetcher = HttpFetcher(StorageOptions(), hosts=HostCheck(resolver=resolver))
+        with pytest.raises(CreateServableRequestInvalidError, match="private or loopback"):
+            fetcher.fetch(url, None, destination)
+        assert list(destination.iterdir()) == []

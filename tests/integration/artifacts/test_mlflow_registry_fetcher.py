@@ -8,7 +8,7 @@ import pytest
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.mlflow_registry import MlflowRegistryFetcher
-from forestflow.errors import CreateServableRequestInvalidError
+from forestflow.errors import ArtifactTooLarge, CreateServableRequestInvalidError
 from tests.integration.artifacts.conftest import free_port, tree
 from tests.mlflow_server import MlflowServer
 from tests.payloads import EXAMPLES, FIXTURES
@@ -127,3 +127,27 @@ class TestMlflowRegistryRefusals:
         assert refused.value.message.startswith(
             "models:/ locations need an MLflow tracking server, and none is configured"
         )
+
+
+class TestMlflowRegistryBounds:
+    def test_a_model_version_over_the_size_limit_is_refused(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        options = StorageOptions(mlflow_tracking_uri=registered.uri, max_artifact_bytes=1000)
+        with pytest.raises(ArtifactTooLarge) as refused:
+            MlflowRegistryFetcher(options).fetch(f"models:/{MODEL_NAME}/1", None, destination)
+        assert refused.value.status == 413
+        assert list(destination.iterdir()) == []
+
+    def test_the_fetch_deadline_ends_the_download(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        # the download runs in a child process that needs far longer than this to start
+        options = StorageOptions(mlflow_tracking_uri=registered.uri, fetch_deadline_s=0.001)
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            MlflowRegistryFetcher(options).fetch(f"models:/{MODEL_NAME}/1", None, destination)
+        assert refused.value.message == (
+            f"could not fetch models:/{MODEL_NAME}/1: took longer than "
+            "storage.fetch_deadline_s (0.001 s)"
+        )
+        assert list(destination.iterdir()) == []

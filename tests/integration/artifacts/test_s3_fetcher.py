@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.artifacts.s3 import S3Fetcher
-from forestflow.errors import CreateServableRequestInvalidError
+from forestflow.errors import (
+    ArtifactTooLarge,
+    CreateServableRequestInvalidError,
+    InsufficientStorage,
+)
 from tests.integration.artifacts.conftest import (
     MODEL_BYTES,
     MODEL_TREE,
@@ -201,3 +207,35 @@ class TestFailures:
         monkeypatch.setitem(sys.modules, "boto3", None)  # as if it were not installed
         message = refused(bucket.url("m"), destination, bucket.server.endpoint)
         assert "pip install 'forestflow[s3]'" in message
+
+
+class TestBounds:
+    def fetcher(self, endpoint: str, **limits: int) -> S3Fetcher:
+        return S3Fetcher(StorageOptions(s3_endpoint_url=endpoint, timeout_s=5, **limits))
+
+    @pytest.mark.parametrize("key", ["single/model.onnx", "models/energy"])
+    def test_objects_over_the_limit_are_refused_before_downloading(
+        self, models: Bucket, destination: Path, key: str
+    ) -> None:
+        fetcher = self.fetcher(models.server.endpoint, max_artifact_bytes=1000)
+        with pytest.raises(ArtifactTooLarge) as caught:
+            fetcher.fetch(models.url(key), None, destination)
+        assert caught.value.status == 413
+        assert list(destination.iterdir()) == []
+
+    def test_a_zip_bomb_is_refused(self, models: Bucket, destination: Path, tmp_path: Path) -> None:
+        bomb = tmp_path / "bomb.zip"
+        with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr("model.onnx", b"\0" * (5 * 1024 * 1024))
+        models.put("bounds/bomb.zip", bomb.read_bytes())
+        fetcher = self.fetcher(models.server.endpoint, max_artifact_bytes=1024 * 1024)
+        with pytest.raises(ArtifactTooLarge):
+            fetcher.fetch(models.url("bounds/bomb.zip"), None, destination)
+        assert list(destination.iterdir()) == []
+
+    def test_too_little_free_space(self, models: Bucket, destination: Path) -> None:
+        reserve = shutil.disk_usage(destination).free + 2**30
+        fetcher = self.fetcher(models.server.endpoint, free_space_reserve_bytes=reserve)
+        with pytest.raises(InsufficientStorage):
+            fetcher.fetch(models.url("models/energy"), None, destination)
+        assert list(destination.iterdir()) == []
