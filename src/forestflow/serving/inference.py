@@ -36,7 +36,6 @@ class Scored:
 class ShadowStats:
     """Shadow outcomes beyond the scheduler's own counters."""
 
-    failed: int = 0
     skipped_by_sampling: int = 0
 
 
@@ -104,7 +103,6 @@ class InferenceService:
             return
         error = future.exception()
         if error is not None:
-            self.shadow_stats.failed += 1
             shadow.counters.shadow_failed_once()
             self._shadow_failures.failed(shadow.fqrv, _reason(error))
             return
