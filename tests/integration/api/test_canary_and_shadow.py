@@ -59,7 +59,7 @@ class TestCanary:
         assert (await client.post("/servable", json=baz)).status_code == 201
         releases = [f["FQRV"]["releaseVersion"] for f in (await client.get(f"{BASE}/list")).json()]
         assert releases == ["BAR", "BAZ"]
-        assert not harness.app.control._cache.directory(_fqrv("FOO")).exists()
+        assert not harness.app.control.deployer.cache.directory(_fqrv("FOO")).exists()
         assert await _answers(harness, 10) == {"BAZ": 10}
 
 
