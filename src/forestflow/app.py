@@ -28,6 +28,7 @@ from forestflow.artifacts.cache import ArtifactCache
 from forestflow.clock import Clock, SystemClock
 from forestflow.config import Settings
 from forestflow.control.plane import ControlPlane
+from forestflow.control.runner import ServableRunner
 from forestflow.control.tokens import TokenRegistry
 from forestflow.domain.roles import Permission
 from forestflow.errors import ServiceUnavailableError
@@ -57,6 +58,7 @@ class App:
         clock: Clock | None = None,
         sinks: Mapping[str, PredictionSink] | None = None,
         reinitialize: bool = False,
+        runner: ServableRunner | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -82,7 +84,7 @@ class App:
             max_shadow_workers=settings.scheduling.shadow_workers,
         )
         security = settings.security
-        self.runner = InProcessRunner(
+        self.runner: ServableRunner = runner or InProcessRunner(
             self.scheduler,
             load_policy=LoadPolicy(
                 allow_unsafe_formats=security.allow_unsafe_formats,

@@ -1,10 +1,20 @@
-"""Test support shipped with the package: a controllable clock and prediction capture."""
+"""Test support shipped with the package: a controllable clock, prediction capture and a
+runner that loads no models."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+from forestflow.control.runner import ShadowDone
+from forestflow.domain.fqrv import FQRV
+from forestflow.domain.frame import Frame
+from forestflow.domain.signature import ModelSignature
+from forestflow.errors import UnknownServable
+from forestflow.flavors.base import Flavor
 from forestflow.predictionlog.events import PredictionEvent
 from forestflow.predictionlog.sinks import MemorySink
 
@@ -43,3 +53,52 @@ def capture_predictions(sink: MemorySink) -> Iterator[list[PredictionEvent]]:
     finally:
         new = sink.stats().emitted - start
         captured.extend(list(sink.events)[-new:] if new else [])
+
+
+class FakeRunner:
+    """A `ServableRunner` that loads nothing: `start` records the servable and answers
+    `signature`; `predict` answers `respond(fqrv, frame)` (by default the frame itself);
+    shadow work completes at once on the event loop. `calls` lists what was asked, in
+    order, as `(method, fqrv)`. For testing routing, shadowing and the control plane
+    without model files."""
+
+    def __init__(
+        self,
+        respond: Callable[[FQRV, Frame], Frame] | None = None,
+        signature: ModelSignature | None = None,
+    ) -> None:
+        self.respond = respond or (lambda _fqrv, frame: frame)
+        self.signature = signature or ModelSignature(inputs=(), outputs=())
+        self.running: set[FQRV] = set()
+        self.calls: list[tuple[str, FQRV]] = []
+
+    async def start(self, fqrv: FQRV, flavor: Flavor, directory: Path) -> ModelSignature:
+        """Record `fqrv` as running."""
+        self.calls.append(("start", fqrv))
+        self.running.add(fqrv)
+        return self.signature
+
+    async def stop(self, fqrv: FQRV) -> None:
+        """Record `fqrv` as stopped."""
+        self.calls.append(("stop", fqrv))
+        self.running.discard(fqrv)
+
+    async def predict(self, fqrv: FQRV, frame: Frame) -> Frame:
+        """`respond(fqrv, frame)`; `UnknownServable` when `fqrv` is not running."""
+        self.calls.append(("predict", fqrv))
+        if fqrv not in self.running:
+            raise UnknownServable(fqrv)
+        return self.respond(fqrv, frame)
+
+    def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
+        """Complete the shadow request on the next turn of the event loop."""
+        self.calls.append(("shadow", fqrv))
+        if fqrv not in self.running:
+            return False
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self.respond(fqrv, frame))
+        except Exception as error:
+            future.set_exception(error)
+        future.add_done_callback(done)
+        return True

@@ -1,25 +1,46 @@
-"""The servable-runner seam: where loaded models live (in-process now; Ray Serve later)."""
+"""The servable-runner seam: where loaded models live and are scored.
+
+One protocol for every place a model can run: in this process now
+(`serving.runner.InProcessRunner`), Ray Serve deployments later, and a fake one for tests
+(`forestflow.testing.FakeRunner`). The control plane starts and stops servables through
+it; the serving layer scores through the same runner.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from forestflow.domain.fqrv import FQRV
+from forestflow.domain.frame import Frame
 from forestflow.domain.signature import ModelSignature
 from forestflow.flavors.base import Flavor
 
+ShadowDone = Callable[["asyncio.Future[Any]"], None]
+"""Called on the event loop with a shadow job's finished future (its prediction or error)."""
 
-class ServableRunner(ABC):
-    """Starts and stops servables; the serving layer scores through the same runner."""
 
-    @abstractmethod
+class ServableRunner(Protocol):
+    """Starts, stops and scores servables."""
+
     async def start(self, fqrv: FQRV, flavor: Flavor, directory: Path) -> ModelSignature:
         """Load the model in `directory` and keep it ready to score under `fqrv`.
 
         Raises `CreateServableRequestInvalidError` when the model cannot be loaded.
         """
+        ...
 
-    @abstractmethod
     async def stop(self, fqrv: FQRV) -> None:
-        """Unload `fqrv`; a no-op when it is not running."""
+        """Unload `fqrv` (once the work already using it is done); a no-op when absent."""
+        ...
+
+    async def predict(self, fqrv: FQRV, frame: Frame) -> Frame:
+        """Score a served request; `UnknownServable` when `fqrv` is not running."""
+        ...
+
+    def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
+        """Queue a shadow request behind served work; False when it was dropped (the
+        shadow queue is full, or `fqrv` is not running). `done` gets its outcome."""
+        ...

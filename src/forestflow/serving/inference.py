@@ -12,6 +12,7 @@ from typing import Any
 from forestflow.clock import Clock
 from forestflow.control.plane import ControlPlane
 from forestflow.control.routes import ContractRoute, ServableRoute
+from forestflow.control.runner import ServableRunner
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.settings import LogLevel
@@ -19,7 +20,6 @@ from forestflow.errors import ForestFlowError, ModelFailedError, NoActiveServabl
 from forestflow.predictionlog.events import PredictionEvent, record_key
 from forestflow.predictionlog.sinks import PredictionSink
 from forestflow.serving.failure_log import FailureLog
-from forestflow.serving.runner import InProcessRunner
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class InferenceService:
         self,
         *,
         control: ControlPlane,
-        runner: InProcessRunner,
+        runner: ServableRunner,
         sink: PredictionSink,
         clock: Clock,
         rng: random.Random,
@@ -93,7 +93,7 @@ class InferenceService:
             ) -> None:
                 self._shadow_done(shadow, frame, future, started)
 
-            if not self._runner.predict_shadow(shadow.fqrv, frame, done):
+            if not self._runner.submit_shadow(shadow.fqrv, frame, done):
                 shadow.counters.shadow_dropped_once()
 
     def _shadow_done(

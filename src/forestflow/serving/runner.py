@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forestflow.control.runner import ServableRunner
+from forestflow.control.runner import ShadowDone
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.frame import Frame
 from forestflow.domain.signature import ModelSignature, conform
 from forestflow.errors import ForestFlowError, ModelFailedError, UnknownServable
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
-from forestflow.serving.scheduler import ShadowDone, WorkScheduler
+from forestflow.serving.scheduler import WorkScheduler
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class _Slot:
                 log.exception("closing servable %s failed", self.fqrv)
 
 
-class InProcessRunner(ServableRunner):
+class InProcessRunner:
     """Keeps loaded models in memory and scores them through a `WorkScheduler`.
 
     Stopping a servable removes it at once for new work; the model itself is closed
@@ -101,7 +101,7 @@ class InProcessRunner(ServableRunner):
         finally:
             slot.release()
 
-    def predict_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
+    def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
         """Queue a shadow request; False when it was dropped because the queue is full."""
         slot = self._slots.get(fqrv)
         if slot is None:

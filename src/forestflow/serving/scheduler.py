@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from forestflow.control.runner import ShadowDone
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-ShadowDone = Callable[["asyncio.Future[Any]"], None]
 
 
 @dataclass(slots=True)

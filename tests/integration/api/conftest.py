@@ -12,6 +12,7 @@ import pytest
 
 from forestflow.app import App, create_app
 from forestflow.config import Settings
+from forestflow.control.runner import ServableRunner
 from forestflow.predictionlog.sinks import MemorySink, PredictionSink
 from forestflow.testing import FakeClock
 
@@ -62,15 +63,17 @@ async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
     async def make(
         data_dir: Path | None = None,
         sinks: dict[str, PredictionSink] | None = None,
+        runner: ServableRunner | None = None,
         **settings: Any,
     ) -> Harness:
-        """A started app; prediction events go to `sinks` (default: a MemorySink, "memory")."""
+        """A started app; prediction events go to `sinks` (default: a MemorySink, "memory");
+        models run on `runner` (default: in this process)."""
         config = Settings(
             data_dir=data_dir or tmp_path / "data", seed=7, **with_test_defaults(settings)
         )
         clock = FakeClock()
         chosen = {"memory": MemorySink()} if sinks is None else sinks
-        app = create_app(config, clock=clock, sinks=chosen)
+        app = create_app(config, clock=clock, sinks=chosen, runner=runner)
         await app.start(periodic=False)
         assert app.ready, app.startup_error
         client = httpx.AsyncClient(

@@ -96,7 +96,7 @@ class TestStopWhileInUse:
         fqrv = make_fqrv("shadow")
         await runner.start(fqrv, flavor, tmp_path)
         outcomes: list[object] = []
-        assert runner.predict_shadow(
+        assert runner.submit_shadow(
             fqrv, FRAME, lambda f: outcomes.append(f.result()["y"].tolist())
         )
         await runner.stop(fqrv)
