@@ -90,6 +90,7 @@ class App:
                 allow_unsafe_formats=security.allow_unsafe_formats,
                 skops_trusted_types=tuple(security.skops_trusted_types),
             ),
+            max_batch_size=settings.scheduling.max_batch_size,
         )
         feedback = settings.feedback
         self.feedback = FeedbackJoiner(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from forestflow.domain.frame import Frame
 from forestflow.domain.signature import ModelSignature, conform
 from forestflow.errors import ForestFlowError, ModelFailedError, UnknownServable
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
+from forestflow.serving.batching import BatchStats, Outcome, ServedBatcher, shape_key, split, stack
 from forestflow.serving.scheduler import WorkScheduler
 
 log = logging.getLogger(__name__)
@@ -25,7 +28,12 @@ def _score(fqrv: FQRV, model: LoadedModel, frame: Frame, *, log_failures: bool =
     Shadow work passes `log_failures=False`: its caller counts failures and rate-limits
     their log lines, where a traceback per request would flood the log.
     """
-    conformed = conform(frame, model.signature)
+    return _predict(fqrv, model, conform(frame, model.signature), log_failures=log_failures)
+
+
+def _predict(
+    fqrv: FQRV, model: LoadedModel, conformed: Frame, *, log_failures: bool = True
+) -> Frame:
     try:
         return model.predict(conformed)
     except ForestFlowError:
@@ -36,12 +44,46 @@ def _score(fqrv: FQRV, model: LoadedModel, frame: Frame, *, log_failures: bool =
         raise ModelFailedError(f"servable {fqrv} failed: {type(error).__name__}") from error
 
 
+def _score_batch(fqrv: FQRV, model: LoadedModel, frames: list[Frame]) -> list[Outcome]:
+    """Each frame's prediction or error; frames that conform alike share one model call."""
+    if len(frames) == 1:
+        return [_outcome(_score, fqrv, model, frames[0])]
+    outcomes: list[Outcome] = [_outcome(conform, frame, model.signature) for frame in frames]
+    groups: dict[tuple[tuple[str, str], ...], list[tuple[int, Frame]]] = {}
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, Frame):
+            groups.setdefault(shape_key(outcome), []).append((index, outcome))
+    for members in groups.values():
+        results = _predict_together(fqrv, model, [frame for _, frame in members])
+        for (index, _), result in zip(members, results, strict=True):
+            outcomes[index] = result
+    return outcomes
+
+
+def _predict_together(fqrv: FQRV, model: LoadedModel, conformed: list[Frame]) -> list[Outcome]:
+    """One model call for all of `conformed`; if it fails, one call each, so that only the
+    frame at fault fails."""
+    if len(conformed) > 1:
+        with contextlib.suppress(Exception):
+            stacked = model.predict(stack(conformed))
+            return list(split(stacked, [frame.n_rows for frame in conformed]))
+    return [_outcome(_predict, fqrv, model, frame) for frame in conformed]
+
+
+def _outcome(call: Callable[..., Frame], *args: Any) -> Outcome:
+    try:
+        return call(*args)
+    except Exception as error:
+        return error
+
+
 @dataclass(slots=True)
 class _Slot:
     """A loaded model and the jobs using it; it is closed when stopped and idle."""
 
     fqrv: FQRV
     model: LoadedModel
+    batcher: ServedBatcher
     in_flight: int = 0
     stopped: bool = False
 
@@ -72,16 +114,23 @@ class InProcessRunner:
     only when the jobs already using it have finished.
     """
 
-    def __init__(self, scheduler: WorkScheduler, load_policy: LoadPolicy | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: WorkScheduler,
+        load_policy: LoadPolicy | None = None,
+        *,
+        max_batch_size: int = 1,
+    ) -> None:
         self._scheduler = scheduler
         self._load_policy = load_policy if load_policy is not None else LoadPolicy()
+        self._max_batch_size = max_batch_size
         self._slots: dict[FQRV, _Slot] = {}
 
     async def start(self, fqrv: FQRV, flavor: Flavor, directory: Path) -> ModelSignature:
         """Load the model on a worker thread (loading is CPU-bound), within the load policy."""
         model = await asyncio.to_thread(flavor.load, directory, self._load_policy)
         previous = self._slots.pop(fqrv, None)
-        self._slots[fqrv] = _Slot(fqrv, model)
+        self._slots[fqrv] = self._new_slot(fqrv, model)
         if previous is not None:
             previous.stop()
         return model.signature
@@ -93,13 +142,31 @@ class InProcessRunner:
             slot.stop()
 
     async def predict(self, fqrv: FQRV, frame: Frame) -> Frame:
-        """Score a served request."""
+        """Score a served request, batched with others waiting for the same servable."""
         slot = self._slot(fqrv)
-        model = slot.acquire()
+        slot.acquire()  # the model stays open while requests wait for it
         try:
-            return await self._scheduler.run(lambda: _score(fqrv, model, frame))
+            return await slot.batcher.submit(frame)
         finally:
             slot.release()
+
+    def batch_stats(self, fqrv: FQRV) -> BatchStats:
+        """How `fqrv`'s served requests were grouped into model calls."""
+        return self._slot(fqrv).batcher.stats
+
+    def _new_slot(self, fqrv: FQRV, model: LoadedModel) -> _Slot:
+        async def run(frames: list[Frame]) -> list[Outcome]:
+            slot.acquire()
+            try:
+                return await self._scheduler.run(lambda: _score_batch(fqrv, model, frames))
+            finally:
+                slot.release()
+
+        batcher = ServedBatcher(
+            run, max_in_flight=self._scheduler.workers, max_batch_size=self._max_batch_size
+        )
+        slot = _Slot(fqrv, model, batcher)
+        return slot
 
     def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
         """Queue a shadow request; False when it was dropped because the queue is full."""
