@@ -1,0 +1,1 @@
+"""The benchmark suite: ForestFlow against the model servers people use (`make bench`)."""
