@@ -82,6 +82,7 @@ class App:
             workers=settings.scheduling.workers,
             shadow_queue_size=settings.scheduling.shadow_queue_size,
             max_shadow_workers=settings.scheduling.shadow_workers,
+            max_shadow_batch=settings.scheduling.max_batch_size,
         )
         security = settings.security
         self.runner: ServableRunner = runner or InProcessRunner(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from forestflow.domain.signature import ModelSignature, conform
 from forestflow.errors import ForestFlowError, ModelFailedError, UnknownServable
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
 from forestflow.serving.batching import BatchStats, Outcome, ServedBatcher, shape_key, split, stack
-from forestflow.serving.scheduler import WorkScheduler
+from forestflow.serving.scheduler import ShadowBatch, WorkScheduler
 
 log = logging.getLogger(__name__)
 
@@ -44,30 +45,38 @@ def _predict(
         raise ModelFailedError(f"servable {fqrv} failed: {type(error).__name__}") from error
 
 
-def _score_batch(fqrv: FQRV, model: LoadedModel, frames: list[Frame]) -> list[Outcome]:
+def _score_batch(
+    fqrv: FQRV, model: LoadedModel, frames: list[Frame], *, log_failures: bool = True
+) -> list[Outcome]:
     """Each frame's prediction or error; frames that conform alike share one model call."""
     if len(frames) == 1:
-        return [_outcome(_score, fqrv, model, frames[0])]
+        return [
+            _outcome(functools.partial(_score, log_failures=log_failures), fqrv, model, frames[0])
+        ]
     outcomes: list[Outcome] = [_outcome(conform, frame, model.signature) for frame in frames]
     groups: dict[tuple[tuple[str, str], ...], list[tuple[int, Frame]]] = {}
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, Frame):
             groups.setdefault(shape_key(outcome), []).append((index, outcome))
     for members in groups.values():
-        results = _predict_together(fqrv, model, [frame for _, frame in members])
+        conformed = [frame for _, frame in members]
+        results = _predict_together(fqrv, model, conformed, log_failures=log_failures)
         for (index, _), result in zip(members, results, strict=True):
             outcomes[index] = result
     return outcomes
 
 
-def _predict_together(fqrv: FQRV, model: LoadedModel, conformed: list[Frame]) -> list[Outcome]:
+def _predict_together(
+    fqrv: FQRV, model: LoadedModel, conformed: list[Frame], *, log_failures: bool
+) -> list[Outcome]:
     """One model call for all of `conformed`; if it fails, one call each, so that only the
     frame at fault fails."""
     if len(conformed) > 1:
         with contextlib.suppress(Exception):
             stacked = model.predict(stack(conformed))
             return list(split(stacked, [frame.n_rows for frame in conformed]))
-    return [_outcome(_predict, fqrv, model, frame) for frame in conformed]
+    predict = functools.partial(_predict, log_failures=log_failures)
+    return [_outcome(predict, fqrv, model, frame) for frame in conformed]
 
 
 def _outcome(call: Callable[..., Frame], *args: Any) -> Outcome:
@@ -90,6 +99,11 @@ class _Slot:
     def acquire(self) -> LoadedModel:
         self.in_flight += 1
         return self.model
+
+    def score_shadows(self, frames: list[Frame]) -> list[Outcome]:
+        """Score shadow requests together (on a worker thread); failures are not logged
+        here: the inference service counts them and rate-limits their log lines."""
+        return _score_batch(self.fqrv, self.model, frames, log_failures=False)
 
     def release(self) -> None:
         self.in_flight -= 1
@@ -173,15 +187,15 @@ class InProcessRunner:
         slot = self._slots.get(fqrv)
         if slot is None:
             return False
-        model = slot.acquire()
+        slot.acquire()
 
         def finished(future: asyncio.Future[Any]) -> None:
             slot.release()
             done(future)
 
-        accepted = self._scheduler.offer_shadow(
-            lambda: _score(fqrv, model, frame, log_failures=False), finished
-        )
+        # batched with the shadow requests of this very model (not of a replaced one)
+        job = ShadowBatch((fqrv, id(slot)), frame, slot.score_shadows)
+        accepted = self._scheduler.offer_shadow(job, finished)
         if not accepted:
             slot.release()
         return accepted

@@ -5,6 +5,10 @@ handed to the pool only when a worker is idle and fewer than `max_shadow_workers
 shadow jobs run, so at least one worker is always free for served traffic (when the
 pool has more than one). When the shadow queue is full, new shadow work is dropped and
 counted; served work is never dropped.
+
+Shadow work offered as a `ShadowBatch` item (one servable's request) is batched: when a
+worker takes it, it also takes the requests queued for the same servable, up to
+`max_shadow_batch`, and runs them in one call. Servables take turns.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import collections
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +27,20 @@ from forestflow.control.runner import ShadowDone
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowBatch:
+    """A shadow request that may share a call with others of the same `key`:
+    `run(items)` scores them together and returns one outcome (a result or an exception)
+    per item, in order."""
+
+    key: Hashable
+    item: Any
+    run: Callable[[list[Any]], list[Any]]
+
+
+_Queued = tuple[Callable[[], Any] | ShadowBatch, ShadowDone]
 
 
 @dataclass(slots=True)
@@ -39,13 +57,21 @@ class SchedulerStats:
 class WorkScheduler:
     """Runs blocking model calls on worker threads, served work first."""
 
-    def __init__(self, workers: int, shadow_queue_size: int, max_shadow_workers: int) -> None:
+    def __init__(
+        self,
+        workers: int,
+        shadow_queue_size: int,
+        max_shadow_workers: int,
+        *,
+        max_shadow_batch: int = 1,
+    ) -> None:
         self.workers = max(1, workers)
         self.max_shadow_workers = max(1, min(max_shadow_workers, self.workers))
+        self._max_shadow_batch = max(1, max_shadow_batch)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="forestflow-model")
-        self._shadow: collections.deque[tuple[Callable[[], Any], ShadowDone]] = collections.deque(
-            maxlen=None
-        )
+        # one queue per key (a servable, or a job of its own), and the keys in turn order
+        self._queues: dict[Hashable, collections.deque[_Queued]] = {}
+        self._turns: collections.deque[Hashable] = collections.deque()
         self._shadow_queue_size = shadow_queue_size
         self._shadow_idle = asyncio.Event()
         self._shadow_idle.set()
@@ -61,43 +87,77 @@ class WorkScheduler:
             self.stats.served_running -= 1
             self._dispatch_shadow(loop)
 
-    def offer_shadow(self, job: Callable[[], Any], done: ShadowDone) -> bool:
+    def offer_shadow(self, job: Callable[[], Any] | ShadowBatch, done: ShadowDone) -> bool:
         """Queue a shadow job; False (and a counted drop) when the shadow queue is full.
 
         `done` is called on the event loop with the job's finished future.
         """
-        if len(self._shadow) >= self._shadow_queue_size:
+        if self.stats.shadow_queued >= self._shadow_queue_size:
             self.stats.shadow_dropped += 1
             return False
-        self._shadow.append((job, done))
-        self.stats.shadow_queued = len(self._shadow)
+        key = job.key if isinstance(job, ShadowBatch) else object()
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+            self._turns.append(key)
+        queue.append((job, done))
+        self.stats.shadow_queued += 1
         self._shadow_idle.clear()
         self._dispatch_shadow(asyncio.get_running_loop())
         return True
 
     def _dispatch_shadow(self, loop: asyncio.AbstractEventLoop) -> None:
-        while self._shadow and self._has_room_for_shadow():
-            job, done = self._shadow.popleft()
-            self.stats.shadow_queued = len(self._shadow)
+        while self._turns and self._has_room_for_shadow():
+            taken = self._take_turn()
             self.stats.shadow_running += 1
-            future = loop.run_in_executor(self._pool, job)
-            future.add_done_callback(functools.partial(self._shadow_finished, loop, done=done))
+            first = taken[0][0]
+            if isinstance(first, ShadowBatch):
+                items = [job.item for job, _ in taken]  # type: ignore[union-attr]
+                future = loop.run_in_executor(self._pool, first.run, items)
+            else:
+                future = loop.run_in_executor(self._pool, first)
+            dones = [done for _, done in taken]
+            batched = isinstance(first, ShadowBatch)
+            callback = functools.partial(self._shadow_finished, loop, dones=dones, batched=batched)
+            future.add_done_callback(callback)
+
+    def _take_turn(self) -> list[_Queued]:
+        """The next key's first job, with the batchable jobs queued behind it."""
+        key = self._turns.popleft()
+        queue = self._queues[key]
+        taken = [queue.popleft()]
+        if isinstance(taken[0][0], ShadowBatch):
+            while queue and len(taken) < self._max_shadow_batch:
+                taken.append(queue.popleft())
+        if queue:
+            self._turns.append(key)
+        else:
+            del self._queues[key]
+        self.stats.shadow_queued -= len(taken)
+        return taken
 
     def _has_room_for_shadow(self) -> bool:
         busy = self.stats.served_running + self.stats.shadow_running
         return busy < self.workers and self.stats.shadow_running < self.max_shadow_workers
 
     def _shadow_finished(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], *, done: ShadowDone
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        *,
+        dones: list[ShadowDone],
+        batched: bool,
     ) -> None:
         self.stats.shadow_running -= 1
-        self.stats.shadow_completed += 1
-        try:
-            done(future)
-        except Exception:  # a broken callback must not stop the shadow pipeline
-            log.exception("shadow completion callback failed")
+        self.stats.shadow_completed += len(dones)
+        futures = _each_outcome(loop, future, len(dones)) if batched else [future]
+        for done, each in zip(dones, futures, strict=True):
+            try:
+                done(each)
+            except Exception:  # a broken callback must not stop the shadow pipeline
+                log.exception("shadow completion callback failed")
         self._dispatch_shadow(loop)
-        if not self._shadow and not self.stats.shadow_running:
+        if not self._turns and not self.stats.shadow_running:
             self._shadow_idle.set()
 
     async def shadow_idle(self) -> None:
@@ -106,13 +166,35 @@ class WorkScheduler:
 
     async def drain(self) -> None:
         """Drop queued shadow work and wait for running shadow jobs (used at shutdown)."""
-        self._shadow.clear()
-        self.stats.shadow_queued = 0
+        self._clear_shadow()
         if not self.stats.shadow_running:
             self._shadow_idle.set()
         await self._shadow_idle.wait()
 
     def close(self) -> None:
         """Stop the worker threads once their current jobs finish."""
-        self._shadow.clear()
+        self._clear_shadow()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _clear_shadow(self) -> None:
+        self._queues.clear()
+        self._turns.clear()
+        self.stats.shadow_queued = 0
+
+
+def _each_outcome(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], n: int
+) -> list[asyncio.Future[Any]]:
+    """One finished future per job of a batched call: its own outcome from the call's list,
+    or the call's own failure (or cancellation) for every job."""
+    error = asyncio.CancelledError() if future.cancelled() else future.exception()
+    outcomes: list[Any] = [error] * n if error is not None else list(future.result())
+    futures = []
+    for outcome in outcomes:
+        each: asyncio.Future[Any] = loop.create_future()
+        if isinstance(outcome, BaseException):
+            each.set_exception(outcome)
+        else:
+            each.set_result(outcome)
+        futures.append(each)
+    return futures

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from forestflow.serving.scheduler import WorkScheduler
+from forestflow.serving.scheduler import ShadowBatch, WorkScheduler
 
 
 @pytest.fixture
@@ -117,3 +117,54 @@ class TestServedBeforeShadow:
         scheduler.offer_shadow(boom, lambda f: seen.append(type(f.exception()).__name__))
         await scheduler.shadow_idle()
         assert sorted(map(str, seen)) == ["42", "ValueError"]
+
+
+class TestShadowBatches:
+    async def test_queued_requests_of_one_servable_share_a_call_and_get_their_own_outcome(
+        self,
+    ) -> None:
+        scheduler = WorkScheduler(1, 20, 1, max_shadow_batch=4)
+        gate = _Gate()
+        calls: list[tuple[str, list[int]]] = []
+
+        def run(key: str) -> Callable[[list[int]], list[Any]]:
+            def score(items: list[int]) -> list[Any]:
+                calls.append((key, items))
+                return [ValueError(f"bad {i}") if i < 0 else i * 10 for i in items]
+
+            return score
+
+        seen: dict[int, object] = {}
+
+        def done(item: int) -> Callable[[asyncio.Future[Any]], None]:
+            def record(future: asyncio.Future[Any]) -> None:
+                seen[item] = future.exception() or future.result()
+
+            return record
+
+        try:
+            assert scheduler.offer_shadow(gate.job, _ignore)  # holds the only worker
+            assert await asyncio.to_thread(gate.started.acquire, timeout=10)
+            for item in (1, 2, -3, 4, 5, 6):
+                assert scheduler.offer_shadow(ShadowBatch("a", item, run("a")), done(item))
+            for item in (7, 8):
+                assert scheduler.offer_shadow(ShadowBatch("b", item, run("b")), done(item))
+            assert scheduler.stats.shadow_queued == 8
+            gate.release.set()
+            await asyncio.wait_for(scheduler.shadow_idle(), 10)
+        finally:
+            scheduler.close()
+
+        # servables take turns; a call takes at most max_shadow_batch requests
+        assert calls == [("a", [1, 2, -3, 4]), ("b", [7, 8]), ("a", [5, 6])]
+        assert {k: v for k, v in seen.items() if k != -3} == {
+            1: 10,
+            2: 20,
+            4: 40,
+            5: 50,
+            6: 60,
+            7: 70,
+            8: 80,
+        }
+        assert str(seen[-3]) == "bad -3"
+        assert scheduler.stats.shadow_completed == 9
