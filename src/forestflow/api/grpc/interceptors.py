@@ -1,0 +1,159 @@
+"""The gRPC server's two interceptors: bearer tokens per RPC, and errors to status codes.
+
+`ErrorInterceptor` is the one place gRPC maps errors: a `ForestFlowError` becomes the code
+of its protocol status (the same table the REST routes answer with), anything else
+`INTERNAL` with a generic message and the traceback in the server log.
+`AuthInterceptor` checks the `authorization: Bearer <token>` metadata with the same tokens,
+roles and messages as the REST API.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from forestflow.api.openinference.errors import INTERNAL_MESSAGE, protocol_status
+from forestflow.control.tokens import ANONYMOUS, Principal, TokenRegistry
+from forestflow.domain.roles import Permission, allows
+from forestflow.errors import AuthenticationRequired, ForestFlowError, PermissionDenied
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES: dict[HTTPStatus, grpc.StatusCode] = {
+    HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
+    HTTPStatus.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    HTTPStatus.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
+    HTTPStatus.UNPROCESSABLE_ENTITY: grpc.StatusCode.INVALID_ARGUMENT,
+    HTTPStatus.INTERNAL_SERVER_ERROR: grpc.StatusCode.INTERNAL,
+    HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    HTTPStatus.INSUFFICIENT_STORAGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+"""The gRPC code of each protocol status (`errors.protocol_status`); others are UNKNOWN."""
+
+_SCHEME = "bearer "
+
+Behavior = Callable[[Any, Any], Awaitable[Any]]
+"""An RPC's implementation: (request, grpc.aio.ServicerContext) -> response."""
+
+
+def status_code(error: ForestFlowError) -> grpc.StatusCode:
+    """The gRPC code `error` is reported with."""
+    return STATUS_CODES.get(protocol_status(error), grpc.StatusCode.UNKNOWN)
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler | None, around: Callable[[Behavior], Behavior]
+) -> grpc.RpcMethodHandler | None:
+    """`handler` with its unary-unary behavior wrapped by `around` (others as they are)."""
+    if handler is None or handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        around(handler.unary_unary),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has no types
+    """Answers errors with their status code and message; the server stays up."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the RPC's behavior in the error mapping."""
+        method = handler_call_details.method
+
+        def around(behavior: Behavior) -> Behavior:
+            async def mapped(request: Any, context: Any) -> Any:
+                try:
+                    return await behavior(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except ForestFlowError as error:
+                    code = status_code(error)
+                    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                        log.error("%s failed: %s", method, error.message)
+                    await context.abort(code, error.describe())
+                except Exception:
+                    log.exception("%s failed unexpectedly", method)
+                    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+            return mapped
+
+        return _wrap(await continuation(handler_call_details), around)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Lets an RPC through only for callers whose role grants its permission.
+
+    `permissions` maps full method names to the permission they need (None: open to all);
+    a method it does not name needs ADMIN. `tokens` None means authentication is off.
+    """
+
+    def __init__(
+        self, tokens: TokenRegistry | None, permissions: Mapping[str, Permission | None]
+    ) -> None:
+        self._tokens = tokens
+        self._permissions = dict(permissions)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the RPC's behavior in the permission check."""
+        handler = await continuation(handler_call_details)
+        tokens = self._tokens
+        permission = self._permissions.get(handler_call_details.method, Permission.ADMIN)
+        if tokens is None or permission is None:
+            return handler
+
+        def around(behavior: Behavior) -> Behavior:
+            async def checked(request: Any, context: Any) -> Any:
+                metadata = dict(context.invocation_metadata() or ())
+                principal = bearer_principal(tokens, metadata.get("authorization"))
+                check_permission(principal, permission)
+                return await behavior(request, context)
+
+            return checked
+
+        return _wrap(handler, around)
+
+
+def bearer_principal(tokens: TokenRegistry, header: str | bytes | None) -> Principal:
+    """The caller named by an `Authorization: Bearer <token>` value; 401 otherwise.
+
+    The same checks and messages as the REST API's `Guard`.
+    """
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    if not header:
+        raise AuthenticationRequired(
+            "this server requires a bearer token: 'authorization: Bearer <token>' metadata"
+        )
+    if not header.lower().startswith(_SCHEME):
+        raise AuthenticationRequired("the authorization metadata must be 'Bearer <token>'")
+    principal = tokens.authenticate(header[len(_SCHEME) :].strip())
+    if principal is None:
+        raise AuthenticationRequired("the bearer token is not valid (unknown or revoked)")
+    return principal
+
+
+def check_permission(principal: Principal, permission: Permission) -> None:
+    """403 unless `principal`'s role grants `permission`."""
+    if principal is ANONYMOUS or allows(principal.role, permission):
+        return
+    raise PermissionDenied(
+        f"the role {principal.role.value} may not {permission.value} (token {principal.name!r})"
+    )
