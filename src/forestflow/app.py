@@ -23,6 +23,7 @@ from forestflow.api.rest.errors import install_error_handlers
 from forestflow.api.rest.feedback import build_feedback_router
 from forestflow.api.rest.prometheus import MetricSources, build_metrics_router
 from forestflow.api.rest.responses import JSONResponse, wrapped
+from forestflow.api.rest.score_lane import ScoreLane
 from forestflow.artifacts.base import StorageOptions
 from forestflow.artifacts.cache import ArtifactCache
 from forestflow.clock import Clock, SystemClock
@@ -49,7 +50,8 @@ class StartupError(Exception):
 
 
 class App:
-    """A wired ForestFlow server: the ASGI app plus the services behind it."""
+    """A wired ForestFlow server: the ASGI app (`asgi`, to serve), the framework app behind
+    it (`api`: routes and API documentation) and the services behind both."""
 
     def __init__(
         self,
@@ -124,9 +126,24 @@ class App:
         self.startup_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
-        self.asgi = self._build_asgi()
+        self.api = self._build_api()
+        security = settings.security
+        # what the server runs: the score routes in front of the framework (score_lane.py)
+        self.asgi = ScoreLane(
+            self.api,
+            inference=self.inference,
+            guard=self.guard,
+            require_ready=self._require_ready,
+            max_request_bytes=settings.server.max_request_bytes,
+            allowed_hosts=None if self.guard.enabled else self._allowed_hosts(),
+            cors=bool(security.cors_origins),
+        )
 
-    def _build_asgi(self) -> FastAPI:
+    def _allowed_hosts(self) -> list[str]:
+        return [self.settings.server.host, *self.settings.security.allowed_hosts]
+
+    def _build_api(self) -> FastAPI:
+        """The web framework app: every route, the API documentation, the error handlers."""
         asgi = FastAPI(
             title="ForestFlow",
             version=__version__,
@@ -180,8 +197,7 @@ class App:
                 allow_headers=["Authorization", "Content-Type"],
             )
         if not self.guard.enabled:
-            allowed = [self.settings.server.host, *security.allowed_hosts]
-            asgi.add_middleware(HostGuard, allowed=allowed)
+            asgi.add_middleware(HostGuard, allowed=self._allowed_hosts())
 
     def _health_router(self) -> APIRouter:
         router = APIRouter()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from forestflow.domain.frame import Column, Frame, TensorType
+from forestflow.domain.frame import Block, Column, Frame, Layout, TensorType
 from forestflow.errors import InferenceRequestInvalidError
 
 
@@ -57,6 +58,12 @@ def conform(frame: Frame, signature: ModelSignature) -> Frame:
         raise _invalid("the request holds no rows", "datum")
     if not signature.inputs:
         return frame
+    if frame.blocks:
+        plan = _plan(signature, frame)
+        if plan is not None:
+            conformed = plan.apply(frame)
+            if conformed is not None:
+                return conformed
     absent = [spec for spec in signature.inputs if spec.name not in frame]
     if absent:
         _check_absent(frame, signature, absent)
@@ -164,3 +171,99 @@ def _missing_column(spec: FeatureSpec, n_rows: int) -> Column:
     if spec.type.is_numeric:
         return np.full(n_rows, np.nan, dtype=spec.type.dtype if spec.type.is_float else np.float64)
     return np.full(n_rows, None, dtype=object)
+
+
+@dataclass(frozen=True, slots=True)
+class _MatrixPlan:
+    """How a frame of one layout becomes a model's input matrix, decided once per layout:
+    float inputs of one dtype, each found in one of the frame's blocks.
+
+    `apply` gathers the inputs' columns into one matrix, casts it once and checks it once
+    (missing values where refused, overflow when narrowing); when a check finds anything,
+    it returns None and the column-by-column path names the field at fault.
+    """
+
+    signature: ModelSignature
+    names: tuple[str, ...]
+    dtype: np.dtype[np.generic]
+    gathers: tuple[tuple[int, Any, Any], ...]
+    """(block index, columns in the block, positions in the input matrix)"""
+    refusing_missing: Column
+    """Positions of the inputs that take no missing values."""
+    whole: bool
+    """The one block is the inputs, in order: used as it is."""
+
+    def apply(self, frame: Frame) -> Frame | None:
+        blocks = frame.blocks
+        if len(self.gathers) == 1:
+            index, columns, _ = self.gathers[0]
+            source = blocks[index].matrix
+            matrix = source if self.whole else source[:, columns]
+        else:
+            matrix = np.empty((frame.n_rows, len(self.names)), dtype=self.dtype)
+            for index, columns, positions in self.gathers:
+                matrix[:, positions] = blocks[index].matrix[:, columns]
+        if matrix.dtype != self.dtype:
+            with np.errstate(over="ignore"):
+                cast = matrix.astype(self.dtype)
+            if np.isinf(cast).any():  # overflow, or an infinity sent: the columns path decides
+                return None
+            matrix = cast
+        if self.refusing_missing.size and np.isnan(matrix[:, self.refusing_missing]).any():
+            return None
+        return Frame.of_blocks((Block(self.names, matrix),), frame.configs)
+
+
+_PLANS: dict[tuple[int, Layout], _MatrixPlan | None] = {}
+_MAX_PLANS = 1024
+
+
+def _plan(signature: ModelSignature, frame: Frame) -> _MatrixPlan | None:
+    """The cached plan for this signature and the frame's layout (None: no plan fits)."""
+    key = (id(signature), frame.layout)
+    plan = _PLANS.get(key, _MISSING)
+    if plan is not _MISSING and (plan is None or plan.signature is signature):
+        return plan  # type: ignore[no-any-return]
+    plan = _make_plan(signature, frame)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+_MISSING: Any = object()
+
+
+def _make_plan(signature: ModelSignature, frame: Frame) -> _MatrixPlan | None:
+    types = {spec.type for spec in signature.inputs}
+    if len(types) != 1 or not next(iter(types)).is_float:
+        return None
+    where: dict[str, tuple[int, int]] = {}
+    for b, block in enumerate(frame.blocks):
+        if block.matrix.dtype.kind not in "fiu":
+            return None
+        for j, name in enumerate(block.names):
+            where[name] = (b, j)
+    if any(spec.name not in where for spec in signature.inputs):
+        return None
+    by_block: dict[int, tuple[list[int], list[int]]] = {}
+    for position, spec in enumerate(signature.inputs):
+        b, j = where[spec.name]
+        columns, positions = by_block.setdefault(b, ([], []))
+        columns.append(j)
+        positions.append(position)
+    gathers = tuple(
+        (b, np.array(columns, dtype=np.intp), np.array(positions, dtype=np.intp))
+        for b, (columns, positions) in by_block.items()
+    )
+    (first, first_columns, _), *others = gathers
+    whole = not others and first_columns.tolist() == list(range(len(frame.blocks[first].names)))
+    refusing = [i for i, spec in enumerate(signature.inputs) if not spec.accepts_missing]
+    return _MatrixPlan(
+        signature,
+        tuple(signature.input_names),
+        next(iter(types)).dtype,
+        gathers,
+        np.array(refusing, dtype=np.intp),
+        whole,
+    )

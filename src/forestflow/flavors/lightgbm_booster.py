@@ -117,7 +117,7 @@ class LightGBMModel(LoadedModel):
         if not self.signature.inputs:
             frame = self._conform_unnamed(frame)
         names = self.signature.input_names or frame.names
-        matrix = np.column_stack([np.asarray(frame[name], dtype=np.float64) for name in names])
+        matrix = frame.matrix(names, np.dtype(np.float64))
         raw = self._booster.predict(matrix, num_threads=1)
         return Frame(self._outputs.columns(np.asarray(raw)))
 

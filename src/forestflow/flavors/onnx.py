@@ -228,7 +228,9 @@ class _PerFeatureInputs:
 
     def feed(self, frame: Frame) -> dict[str, Column]:
         return {
-            spec.name: _as_type(frame[spec.name], spec.type).reshape((-1, 1) if two_d else (-1,))
+            spec.name: np.ascontiguousarray(frame[spec.name], dtype=spec.type.dtype).reshape(
+                (-1, 1) if two_d else (-1,)
+            )
             for spec, two_d in zip(self.specs, self.two_d, strict=True)
         }
 
@@ -246,8 +248,7 @@ class _MatrixInput:
         if not self.specs:
             frame = self._conform_unnamed(frame)
         names = [spec.name for spec in self.specs] or frame.names
-        stacked = np.column_stack([_as_type(frame[name], self.column.type) for name in names])
-        return {self.onnx_name: stacked}
+        return {self.onnx_name: frame.matrix(names, self.column.type.dtype)}
 
     def _conform_unnamed(self, frame: Frame) -> Frame:
         if self.width is not None and len(frame.names) != self.width:
@@ -263,10 +264,6 @@ class _MatrixInput:
 
 
 _Inputs = _PerFeatureInputs | _MatrixInput
-
-
-def _as_type(column: Column, tensor_type: TensorType) -> Column:
-    return np.asarray(column, dtype=tensor_type.dtype)
 
 
 def _plan_inputs(args: Sequence[Any], feature_names: tuple[str, ...], nan_ok: bool) -> _Inputs:

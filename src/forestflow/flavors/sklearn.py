@@ -173,6 +173,12 @@ class SklearnModel(LoadedModel):
 
     def _design_matrix(self, frame: Frame) -> Any:
         names = self.signature.input_names or frame.names
+        block = frame.blocks[0] if len(frame.blocks) == 1 else None
+        if block is not None and list(block.names) == names:
+            # one matrix of the inputs in order (a conformed request): no per-column stacking
+            if self._pandas is not None:
+                return self._pandas.DataFrame(block.matrix, columns=names, copy=False)
+            return block.matrix
         if self._pandas is not None:
             return self._pandas.DataFrame({name: frame[name] for name in names})
         return np.column_stack([frame[name] for name in names])

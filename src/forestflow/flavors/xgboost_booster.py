@@ -136,7 +136,7 @@ class XGBoostModel(LoadedModel):
         if not self.signature.inputs:
             frame = self._conform_unnamed(frame)
         names = self.signature.input_names or frame.names
-        matrix = np.column_stack([np.asarray(frame[name], dtype=np.float64) for name in names])
+        matrix = frame.matrix(names, np.dtype(np.float64))
         with self._guard:
             raw = _predict(self._xgboost, self._booster, matrix)
         return Frame(self._outputs.columns(raw))

@@ -21,16 +21,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forestflow.domain.frame import Frame
+from forestflow.domain.frame import Block, BlockColumns, Frame, Layout
 
 Outcome = Frame | BaseException
 RunBatch = Callable[[list[Frame]], Awaitable[list[Outcome]]]
 
 
 def stack(frames: Sequence[Frame]) -> Frame:
-    """One frame holding the rows of `frames` in order (same column names and types)."""
-    names = frames[0].names
-    return Frame({name: np.concatenate([frame[name] for frame in frames]) for name in names})
+    """One frame holding the rows of `frames` in order (same layout: see `shape_key`)."""
+    first = frames[0]
+    if isinstance(first.columns, BlockColumns):  # then all are: they share one layout
+        blocks = tuple(
+            Block(block.names, np.concatenate([frame.blocks[b].matrix for frame in frames]))
+            for b, block in enumerate(first.blocks)
+        )
+        return Frame.of_blocks(blocks)
+    return Frame({name: np.concatenate([frame[name] for frame in frames]) for name in first.names})
 
 
 def split(frame: Frame, sizes: Sequence[int]) -> list[Frame]:
@@ -42,9 +48,9 @@ def split(frame: Frame, sizes: Sequence[int]) -> list[Frame]:
     ]
 
 
-def shape_key(frame: Frame) -> tuple[tuple[str, str], ...]:
+def shape_key(frame: Frame) -> Layout:
     """What must be equal for two conformed frames to share a model call."""
-    return tuple((name, column.dtype.str) for name, column in frame.columns.items())
+    return frame.layout
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from forestflow.control.runner import ShadowDone
 from forestflow.domain.fqrv import FQRV
-from forestflow.domain.frame import Frame
+from forestflow.domain.frame import Frame, Layout
 from forestflow.domain.signature import ModelSignature, conform
 from forestflow.errors import ForestFlowError, ModelFailedError, UnknownServable
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
@@ -54,7 +54,7 @@ def _score_batch(
             _outcome(functools.partial(_score, log_failures=log_failures), fqrv, model, frames[0])
         ]
     outcomes: list[Outcome] = [_outcome(conform, frame, model.signature) for frame in frames]
-    groups: dict[tuple[tuple[str, str], ...], list[tuple[int, Frame]]] = {}
+    groups: dict[Layout, list[tuple[int, Frame]]] = {}
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, Frame):
             groups.setdefault(shape_key(outcome), []).append((index, outcome))

@@ -150,7 +150,7 @@ class TestPermissionTable:
 
         routes = {
             (method.upper(), path)
-            for path, operations in harness.app.asgi.openapi()["paths"].items()
+            for path, operations in harness.app.api.openapi()["paths"].items()
             if path not in PUBLIC
             for method in operations
         }

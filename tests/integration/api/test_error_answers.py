@@ -20,7 +20,7 @@ class TestUnexpectedFailure:
         async def broken(request: Request) -> None:
             raise RuntimeError("a bug")
 
-        harness.app.asgi.add_route("/broken", broken)
+        harness.app.api.add_route("/broken", broken)
 
         response = await harness.client.get("/broken")
 

@@ -62,29 +62,34 @@ class Guard:
 
     def require(self, permission: Permission) -> Callable[[Request], Awaitable[None]]:
         """A FastAPI dependency that lets through only callers allowed `permission`."""
-        tokens = self._tokens
 
         async def check(request: Request) -> None:
-            if tokens is None:
-                request.state.principal = ANONYMOUS
-                return
-            principal = self._authenticate(tokens, request)
-            if not allows(principal.role, permission):
-                raise PermissionDenied(
-                    f"the role {principal.role.value} may not {permission.value} "
-                    f"(token {principal.name!r})"
-                )
-            request.state.principal = principal
+            request.state.principal = self.authorize(
+                request.headers.get("authorization"), permission
+            )
 
         return check
+
+    def authorize(self, header: str | None, permission: Permission) -> Principal:
+        """The caller named by an `Authorization` header value, if allowed `permission`:
+        401 without a valid token, 403 for a role without it; ANONYMOUS with auth off."""
+        tokens = self._tokens
+        if tokens is None:
+            return ANONYMOUS
+        principal = self._authenticate(tokens, header)
+        if not allows(principal.role, permission):
+            raise PermissionDenied(
+                f"the role {principal.role.value} may not {permission.value} "
+                f"(token {principal.name!r})"
+            )
+        return principal
 
     def dependencies(self, permission: Permission) -> list[object]:
         """`dependencies=` for a route that needs `permission`."""
         return [Depends(self.require(permission))]
 
     @staticmethod
-    def _authenticate(tokens: TokenRegistry, request: Request) -> Principal:
-        header = request.headers.get("authorization")
+    def _authenticate(tokens: TokenRegistry, header: str | None) -> Principal:
         if not header:
             raise AuthenticationRequired(
                 "this server requires a bearer token: 'Authorization: Bearer <token>'"
@@ -106,12 +111,7 @@ class HostGuard:
 
     def allows(self, host_header: str) -> bool:
         """Whether a `Host` header value (port included or not) is acceptable."""
-        host = host_header.strip().lower()
-        if host.startswith("["):
-            host = host[: host.find("]") + 1] if "]" in host else host
-        elif host.count(":") == 1:
-            host = host.split(":", 1)[0]
-        return is_loopback(host) or host.strip("[]") in self._allowed or host in self._allowed
+        return host_allowed(host_header, self._allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
         if scope["type"] != "http":
@@ -121,9 +121,23 @@ class HostGuard:
         if self.allows(host):
             await self.app(scope, receive, send)
             return
-        refusal = HostNotAllowed(
-            f"Host {host!r} is not this server's; with authentication off only loopback "
-            "names and the listen address are accepted (setting security.allowed_hosts)",
-            field="Host",
-        )
-        await error_response(refusal)(scope, receive, send)
+        await error_response(host_refusal(host))(scope, receive, send)
+
+
+def host_allowed(host_header: str, allowed: frozenset[str]) -> bool:
+    """Whether a `Host` header value names a loopback host or one of `allowed` (lower-case)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[: host.find("]") + 1] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return is_loopback(host) or host.strip("[]") in allowed or host in allowed
+
+
+def host_refusal(host: str) -> HostNotAllowed:
+    """The error for a request whose `Host` is not allowed."""
+    return HostNotAllowed(
+        f"Host {host!r} is not this server's; with authentication off only loopback "
+        "names and the listen address are accepted (setting security.allowed_hosts)",
+        field="Host",
+    )

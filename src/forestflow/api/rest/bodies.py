@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from forestflow.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -16,7 +17,11 @@ def require_json(request: Request) -> None:
     Browsers send cross-site bodies without a preflight only as text/plain, form or
     multipart: refusing those keeps a web page from driving the API (CSRF).
     """
-    declared = request.headers.get("content-type")
+    check_json_type(request.headers.get("content-type"))
+
+
+def check_json_type(declared: str | None) -> None:
+    """`require_json` on the declared `Content-Type` (None: not declared)."""
     if declared is None:
         return
     media = declared.split(";", 1)[0].strip().lower()
@@ -33,9 +38,7 @@ async def read_json(request: Request, limit: int) -> Any:
     """The parsed JSON body; 415 for another content type, 413 beyond `limit` bytes, 400
     for malformed or empty JSON."""
     require_json(request)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(limit)
+    check_declared_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -46,10 +49,41 @@ async def read_json(request: Request, limit: int) -> Any:
             chunks.append(chunk)
     except ClientDisconnect:  # a slow client cut off by the read timeout: not a server error
         raise MalformedRequest("the client went away before sending the whole body") from None
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise MalformedRequest("the request body is empty; expected JSON")
+    return parse_json(b"".join(chunks))
+
+
+def check_declared_length(declared: str | None, limit: int) -> None:
+    """413 at once when the declared `Content-Length` is beyond `limit` bytes."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit)
+
+
+async def receive_body(receive: Receive, limit: int) -> bytes:
+    """The whole body read from an ASGI `receive`, refused (413) beyond `limit` bytes."""
+    message = await receive()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if message["type"] == "http.disconnect":
+            raise MalformedRequest("the client went away before sending the whole body")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+        message = await receive()
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value in `raw`; 400 for empty or malformed JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
+        if not raw.strip():
+            raise MalformedRequest("the request body is empty; expected JSON") from None
         raise MalformedRequest(f"malformed JSON: {error}") from None

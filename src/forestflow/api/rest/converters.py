@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from forestflow.domain.codec import encode
-from forestflow.domain.frame import Column, Frame, TensorType
+from forestflow.domain.frame import Block, Column, Frame, TensorType
 from forestflow.errors import InvalidField
 
 _TYPES = {t.value.lower(): t for t in TensorType}
@@ -41,18 +42,99 @@ def parse_inference_request(body: Any) -> Frame:
     if not datum:
         raise _invalid("datum", "is empty: send at least one row")
     rows = [_row_tensors(row, i, schema) for i, row in enumerate(datum)]
-    columns: dict[str, Column] = {}
+    parts: list[Block | dict[str, Column]] = []
     for g, (tensor_type, fields) in enumerate(schema):
-        for f, name in enumerate(fields):
-            values = [row[g][f] for row in rows]
-            columns[name] = _column(values, tensor_type, name)
-    return Frame(columns, _parse_configs(body.get("configs")))
+        group = [row[g] for row in rows]
+        block = _block(group, tensor_type, fields)
+        if block is None:
+            block_or_columns: Block | dict[str, Column] = {
+                name: _column([data[f] for data in group], tensor_type, name)
+                for f, name in enumerate(fields)
+            }
+        else:
+            block_or_columns = block
+        parts.append(block_or_columns)
+    configs = _parse_configs(body.get("configs"))
+    blocks = tuple(part for part in parts if isinstance(part, Block))
+    if len(blocks) == len(parts):
+        return Frame.of_blocks(blocks, configs)
+    columns: dict[str, Column] = {}
+    for part in parts:  # in schema order
+        columns.update(part.columns() if isinstance(part, Block) else part)
+    return Frame(columns, configs, blocks)
 
 
-def _parse_schema(schema: Any) -> list[tuple[TensorType, list[str]]]:
+_FLOAT_KINDS = frozenset({float, int, type(None)})
+_INTEGER_KINDS = frozenset({int})
+_BOOL_KINDS = frozenset({bool})
+
+
+def _block(
+    group: list[list[Any]], tensor_type: TensorType, fields: tuple[str, ...]
+) -> Block | None:
+    """A typed group's values as one matrix (rows × fields) when they are plainly valid:
+    numbers (or null) for floats, integers in range, booleans without gaps. None when any
+    value needs a closer look: the column-by-column path then accepts it or names it."""
+    kinds = {type(value) for data in group for value in data}
+    try:
+        if tensor_type.is_float and kinds <= _FLOAT_KINDS:
+            matrix = np.array(group, dtype=np.float64)  # null → NaN
+            if tensor_type is not TensorType.Float64:
+                if np.abs(matrix).max(initial=0.0) > _RANGES[tensor_type][1]:
+                    return None  # out of the type's range: refused by the column path
+                matrix = matrix.astype(tensor_type.dtype)
+        elif tensor_type.is_integer and kinds <= _INTEGER_KINDS:
+            matrix = np.array(group, dtype=np.int64)  # OverflowError beyond int64
+            if tensor_type is not TensorType.Int64:
+                low, high = _RANGES[tensor_type]
+                if matrix.min() < low or matrix.max() > high:
+                    return None
+                matrix = matrix.astype(tensor_type.dtype)
+        elif tensor_type is TensorType.Bool and kinds == _BOOL_KINDS:
+            matrix = np.array(group, dtype=bool)
+        else:
+            return None
+    except (OverflowError, ValueError):
+        return None
+    return Block(tuple(fields), matrix)
+
+
+Schema = tuple[tuple[TensorType, tuple[str, ...]], ...]
+
+_SCHEMAS: dict[tuple[tuple[Any, tuple[Any, ...]], ...], Schema] = {}
+_MAX_SCHEMAS = 256
+_MAX_CACHED_FIELDS = 4096
+
+
+def _parse_schema(schema: Any) -> Schema:
+    """The validated schema; clients send the same few schemas over and over, so each is
+    validated once and then found by its content."""
+    key = _schema_key(schema)
+    parsed = _SCHEMAS.get(key) if key is not None else None
+    if parsed is None:
+        parsed = _validate_schema(schema)
+        if key is not None:
+            if len(_SCHEMAS) >= _MAX_SCHEMAS:
+                _SCHEMAS.clear()
+            _SCHEMAS[key] = parsed
+    return parsed
+
+
+def _schema_key(schema: Any) -> tuple[tuple[Any, tuple[Any, ...]], ...] | None:
+    try:
+        key = tuple((group["type"], tuple(group["fields"])) for group in schema)
+        if sum(len(fields) for _, fields in key) > _MAX_CACHED_FIELDS:
+            return None
+        hash(key)
+    except (TypeError, KeyError):  # not the expected shape: validation says what is wrong
+        return None
+    return key
+
+
+def _validate_schema(schema: Any) -> Schema:
     if not isinstance(schema, list) or not schema:
         raise _invalid("schema", 'expected a non-empty array of {"type", "fields"}')
-    parsed: list[tuple[TensorType, list[str]]] = []
+    parsed: list[tuple[TensorType, tuple[str, ...]]] = []
     seen: set[str] = set()
     for i, group in enumerate(schema):
         path = f"schema[{i}]"
@@ -68,8 +150,8 @@ def _parse_schema(schema: Any) -> list[tuple[TensorType, list[str]]]:
             if name in seen:
                 raise _invalid(f"{path}.fields[{j}]", f"field {name!r} appears twice in the schema")
             seen.add(name)
-        parsed.append((tensor_type, fields))
-    return parsed
+        parsed.append((tensor_type, tuple(fields)))
+    return tuple(parsed)
 
 
 def _tensor_type(name: Any, path: str) -> TensorType:
@@ -81,7 +163,7 @@ def _tensor_type(name: Any, path: str) -> TensorType:
 
 
 def _row_tensors(
-    row: Any, index: int, schema: Sequence[tuple[TensorType, list[str]]]
+    row: Any, index: int, schema: Sequence[tuple[TensorType, tuple[str, ...]]]
 ) -> list[list[Any]]:
     path = f"datum[{index}]"
     tensors = row.get("tensors") if isinstance(row, dict) else None
@@ -99,7 +181,9 @@ def _row_tensors(
     ]
 
 
-def _tensor_data(tensor: Any, path: str, expected: TensorType, fields: list[str]) -> list[Any]:
+def _tensor_data(
+    tensor: Any, path: str, expected: TensorType, fields: tuple[str, ...]
+) -> list[Any]:
     if not isinstance(tensor, dict) or not tensor:
         raise _invalid(path, f'expected {{"{expected.value}": {{"data": [...]}}}}')
     if "type" in tensor:
@@ -116,7 +200,8 @@ def _tensor_data(tensor: Any, path: str, expected: TensorType, fields: list[str]
     if len(data) != len(fields):
         raise _invalid(
             f"{path}.data",
-            f"ragged datum: expected {len(fields)} value(s) for fields {fields}, got {len(data)}",
+            f"ragged datum: expected {len(fields)} value(s) for fields {list(fields)}, "
+            f"got {len(data)}",
         )
     return data
 
@@ -205,16 +290,21 @@ def _parse_configs(configs: Any) -> dict[str, str]:
     return parsed
 
 
+@functools.lru_cache(maxsize=4096)
+def _fqrv_fields(fqrv: Any) -> tuple[Any, str]:
+    """A servable's `fqrv` object and text as responses carry them (shared, read-only)."""
+    return encode(fqrv), str(fqrv)
+
+
 def prediction_body(fqrv: Any, prediction: Frame) -> dict[str, Any]:
     """The `Prediction` response for `prediction`, made by servable `fqrv`."""
     groups: dict[TensorType, list[str]] = {}
+    cells: dict[str, list[Any]] = {}
     for name, column in prediction.columns.items():
-        groups.setdefault(TensorType.of_column(column), []).append(name)
+        tensor_type = TensorType.of_column(column)
+        groups.setdefault(tensor_type, []).append(name)
+        cells[name] = _json_values(column, tensor_type)
     schema = [{"type": t.value, "fields": names} for t, names in groups.items()]
-    cells = {
-        name: _json_values(column, TensorType.of_column(column))
-        for name, column in prediction.columns.items()
-    }
     datum = [
         {
             "tensors": [
@@ -224,10 +314,11 @@ def prediction_body(fqrv: Any, prediction: Frame) -> dict[str, Any]:
         }
         for row in range(prediction.n_rows)
     ]
+    encoded, text = _fqrv_fields(fqrv)
     return {
         "Prediction": {
-            "fqrv": encode(fqrv),
-            "servableFQRV": str(fqrv),
+            "fqrv": encoded,
+            "servableFQRV": text,
             "schema": schema,
             "datum": datum,
         }

@@ -32,14 +32,19 @@ def error_response(error: ForestFlowError) -> JSONResponse:
     return JSONResponse({error.wire_name: body}, status_code=int(error.status), headers=headers)
 
 
+def answer(error: ForestFlowError, method: str, path: str) -> JSONResponse:
+    """`error_response`, logging the server's own failures (5xx) first."""
+    if int(error.status) >= 500:
+        log.error("%s %s failed: %s", method, path, error.message)
+    return error_response(error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers; anything unexpected becomes a 500 without a stack trace."""
 
     async def on_forestflow_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, ForestFlowError)
-        if int(error.status) >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, error.message)
-        return error_response(error)
+        return answer(error, request.method, request.url.path)
 
     async def on_validation_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
@@ -90,7 +95,10 @@ class InternalErrorMiddleware:
             log.exception("%s %s failed unexpectedly", scope.get("method"), scope.get("path"))
             if started:  # too late to answer; let the server close the connection
                 raise
-            body = {
-                "InternalServerError": {"errorMessage": "internal server error; see the server log"}
-            }
-            await JSONResponse(body, status_code=500)(scope, receive, send)
+            await internal_error_response()(scope, receive, send)
+
+
+def internal_error_response() -> JSONResponse:
+    """The 500 for an unexpected exception: no detail for the client, all in the log."""
+    body = {"InternalServerError": {"errorMessage": "internal server error; see the server log"}}
+    return JSONResponse(body, status_code=500)

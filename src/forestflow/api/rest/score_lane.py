@@ -1,0 +1,147 @@
+"""The score routes served straight from ASGI, in front of the web framework.
+
+`POST /{organization}/{project}/{n}/score` and `POST /{organization}/{project}/{n}/{release}/score`
+are the hot path. The framework's middleware, route matching among every route,
+dependency solving and request objects cost more than parsing and scoring a one-row
+request, so `ScoreLane` wraps the framework app, recognises these two paths by their
+shape and serves them itself, with the same checks in the same order as the framework
+stack and the routes in `endpoints.py`: the `Host` guard (authentication off), readiness,
+permission, content type, size, JSON; errors are answered by the same `errors.answer`,
+and an unexpected exception by the same clean 500. Every other request, any method but
+POST, and (when CORS is configured) any request carrying an `Origin` goes on to the
+framework unchanged; the routes in `endpoints.py` stay registered for the API
+documentation and serve those requests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from forestflow.api.rest.auth import Guard, host_allowed, host_refusal
+from forestflow.api.rest.bodies import (
+    check_declared_length,
+    check_json_type,
+    parse_json,
+    receive_body,
+)
+from forestflow.api.rest.converters import parse_inference_request, prediction_body
+from forestflow.api.rest.errors import answer, internal_error_response
+from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.domain.roles import Permission
+from forestflow.errors import ForestFlowError
+from forestflow.serving.inference import InferenceService
+
+log = logging.getLogger(__name__)
+
+_JSON_HEADERS = (b"content-type", b"application/json")
+
+
+ScorePath = tuple[str, str, int, str | None]
+"""organization, project, contract number, release (None: the contract's route)"""
+
+
+def score_path(path: str) -> ScorePath | None:
+    """The names in a score path; None for any other path.
+
+    The same paths the routes match: non-empty segments without '/', and a contract
+    number of ASCII digits. The names are checked later, as the endpoints check them.
+    """
+    if not path.endswith("/score"):
+        return None
+    parts = path.split("/")
+    if len(parts) not in (5, 6) or parts[0] or not all(parts[1:-1]):
+        return None
+    number = parts[3]
+    if not (number.isascii() and number.isdigit()):
+        return None
+    return parts[1], parts[2], int(number), parts[4] if len(parts) == 6 else None
+
+
+class ScoreLane:
+    """ASGI app serving the score routes; everything else goes to `app`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        inference: InferenceService,
+        guard: Guard,
+        require_ready: Callable[[], None],
+        max_request_bytes: int,
+        allowed_hosts: Iterable[str] | None,
+        cors: bool,
+    ) -> None:
+        """`allowed_hosts`: the `Host` guard's list (None when authentication is on);
+        `cors`: whether CORS is configured (its requests go to the framework)."""
+        self.app = app
+        self._inference = inference
+        self._guard = guard
+        self._require_ready = require_ready
+        self._limit = max_request_bytes
+        self._hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
+        self._cors = cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        target = (
+            score_path(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        headers = _headers(scope) if target is not None else {}
+        if target is None or (self._cors and "origin" in headers):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._score(target, headers, receive)
+        except ForestFlowError as error:
+            await answer(error, "POST", scope["path"])(scope, receive, send)
+            return
+        except Exception:
+            log.exception("POST %s failed unexpectedly", scope["path"])
+            await internal_error_response()(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _score(self, target: ScorePath, headers: dict[str, str], receive: Receive) -> bytes:
+        if self._hosts is not None:
+            host = headers.get("host", "")
+            if not host_allowed(host, self._hosts):
+                raise host_refusal(host)
+        self._require_ready()
+        self._guard.authorize(headers.get("authorization"), Permission.SCORE)
+        check_json_type(headers.get("content-type"))
+        check_declared_length(headers.get("content-length"), self._limit)
+        organization, project, number, release = target
+        contract = Contract(organization, project, number)
+        fqrv = None if release is None else FQRV(contract, release)
+        frame = parse_inference_request(parse_json(await receive_body(receive, self._limit)))
+        if fqrv is None:
+            scored = await self._inference.score(contract, frame)
+        else:
+            scored = await self._inference.score_servable(fqrv, frame)
+        return orjson.dumps(
+            prediction_body(scored.fqrv, scored.prediction), option=orjson.OPT_SERIALIZE_NUMPY
+        )
+
+
+_WANTED = frozenset({b"host", b"authorization", b"content-type", b"content-length", b"origin"})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The headers the lane reads (the first of each), by lower-case name."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
