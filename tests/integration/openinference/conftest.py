@@ -70,7 +70,7 @@ def mount(app: App) -> None:
     """Mount the protocol's REST routes as app.py will (issue 10)."""
     limit = app.settings.server.max_request_bytes
     router = build_openinference_router(
-        app.control, app.inference, app.guard, limit, ready=lambda: app.ready
+        app.control, app.inference, app.guard, limit, require_ready=app._require_ready
     )
     # the framework app: `api` where the score lane stands in front of it, else `asgi`
     getattr(app, "api", app.asgi).include_router(router)

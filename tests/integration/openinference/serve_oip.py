@@ -28,7 +28,7 @@ async def serve(data_dir: Path, port: int, grpc_port: int) -> None:
     app = create_app(settings)
     limit = settings.server.max_request_bytes
     router = build_openinference_router(
-        app.control, app.inference, app.guard, limit, ready=lambda: app.ready
+        app.control, app.inference, app.guard, limit, require_ready=app._require_ready
     )
     # the framework app: `api` where the score lane stands in front of it, else `asgi`
     getattr(app, "api", app.asgi).include_router(router)
@@ -38,7 +38,7 @@ async def serve(data_dir: Path, port: int, grpc_port: int) -> None:
         app.tokens if app.guard.enabled else None,
         settings.server.host,
         grpc_port,
-        ready=lambda: app.ready,
+        require_ready=app._require_ready,
         max_message_bytes=limit,
     )
     await grpc_server.start()

@@ -3,6 +3,8 @@ send (typed `contents`, every parameter kind) and the status code of every error
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -156,6 +158,41 @@ class TestTypedContents:
         assert (live.live, ready.ready, server.name) == (True, True, "forestflow")
         assert [t.name for t in metadata.inputs] == POWERPLANT_FEATURES
         assert list(metadata.versions) == ["v1"]
+
+
+async def test_not_ready_until_the_state_is_recovered(
+    oip_harness_factory: OipHarnessFactory,
+) -> None:
+    app = (await oip_harness_factory(start=False)).app
+    server = OpenInferenceGrpcServer(
+        app.control, app.inference, None, "127.0.0.1", 0, require_ready=app._require_ready
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            client = pb_grpc.GRPCInferenceServiceStub(channel)
+            live = await client.ServerLive(pb.ServerLiveRequest())
+            before = await client.ServerReady(pb.ServerReadyRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await client.ModelInfer(churn_request())
+            await app.start(periodic=False)
+            after = await client.ServerReady(pb.ServerReadyRequest())
+    finally:
+        await server.stop(0)
+
+    assert (live.live, before.ready, after.ready) == (True, False, True)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.details() == "recovering state; not ready yet"
+
+
+def test_a_taken_port_is_an_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = OpenInferenceGrpcServer(None, None, None, "127.0.0.1", port)  # type: ignore[arg-type]
+        with pytest.raises(OSError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
+            asyncio.run(server.start())
 
 
 BAD_REQUESTS = [

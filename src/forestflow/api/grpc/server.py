@@ -24,8 +24,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 class OpenInferenceGrpcServer:
     """Serves `inference.GRPCInferenceService` over the same catalog as the REST routes.
 
-    `tokens` None means authentication is off. `ready` tells whether the server has
-    recovered its state. Start and stop it from the event loop the app runs in.
+    `tokens` None means authentication is off. `require_ready` raises
+    `ServiceUnavailableError` until the server has recovered its state. Start and stop it
+    from the event loop the app runs in.
     """
 
     def __init__(
@@ -36,14 +37,14 @@ class OpenInferenceGrpcServer:
         host: str,
         port: int = DEFAULT_PORT,
         *,
-        ready: Callable[[], bool] = lambda: True,
+        require_ready: Callable[[], None] = lambda: None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._catalog = ModelCatalog(control, inference)
         self._tokens = tokens
         self._host = f"[{host}]" if ":" in host else host
         self._address = f"{self._host}:{port}"
-        self._ready = ready
+        self._require_ready = require_ready
         self._max_message_bytes = max_message_bytes
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
@@ -59,7 +60,7 @@ class OpenInferenceGrpcServer:
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            OpenInferenceServicer(self._catalog, self._ready), server
+            OpenInferenceServicer(self._catalog, self._require_ready), server
         )
         try:
             port = server.add_insecure_port(self._address)

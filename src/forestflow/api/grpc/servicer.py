@@ -9,9 +9,9 @@ from forestflow import __version__
 from forestflow.api.grpc._generated import grpc_predict_v2_pb2 as pb
 from forestflow.api.grpc._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from forestflow.api.grpc.converters import infer_request, infer_response, metadata_response
+from forestflow.api.openinference.errors import is_ready_now
 from forestflow.api.openinference.models import ModelCatalog
 from forestflow.domain.roles import Permission
-from forestflow.errors import ServiceUnavailableError
 
 SERVICE = "inference.GRPCInferenceService"
 PERMISSIONS: dict[str, Permission | None] = {
@@ -31,13 +31,9 @@ Context: TypeAlias = Any
 class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The protocol's RPCs over the catalog; errors are mapped by `ErrorInterceptor`."""
 
-    def __init__(self, catalog: ModelCatalog, ready: Callable[[], bool]) -> None:
+    def __init__(self, catalog: ModelCatalog, require_ready: Callable[[], None]) -> None:
         self._catalog = catalog
-        self._ready = ready
-
-    def _require_ready(self) -> None:
-        if not self._ready():
-            raise ServiceUnavailableError("recovering state; not ready yet")
+        self._require_ready = require_ready
 
     async def ServerLive(  # noqa: N802 - the protocol's method names
         self, request: pb.ServerLiveRequest, context: Context
@@ -49,7 +45,7 @@ class OpenInferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
         """Ready once the server has recovered its state."""
-        return pb.ServerReadyResponse(ready=self._ready())
+        return pb.ServerReadyResponse(ready=is_ready_now(self._require_ready))
 
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: Context

@@ -7,9 +7,10 @@ answers 422; a contract without an active servable is unavailable for now (503,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 
-from forestflow.errors import ForestFlowError, NoActiveServablesForContract
+from forestflow.errors import ForestFlowError, NoActiveServablesForContract, ServiceUnavailableError
 
 _BY_STATUS = {HTTPStatus.UNPROCESSABLE_ENTITY: HTTPStatus.BAD_REQUEST}
 _BY_KIND: dict[type[ForestFlowError], HTTPStatus] = {
@@ -25,3 +26,13 @@ def protocol_status(error: ForestFlowError) -> HTTPStatus:
         if kind in _BY_KIND:
             return _BY_KIND[kind]
     return _BY_STATUS.get(error.status, error.status)
+
+
+def is_ready_now(require_ready: Callable[[], None]) -> bool:
+    """Whether the app's readiness check lets requests through (health answers say so,
+    where other requests get the check's 503)."""
+    try:
+        require_ready()
+    except ServiceUnavailableError:
+        return False
+    return True

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from forestflow import __version__
-from forestflow.api.openinference.errors import INTERNAL_MESSAGE, protocol_status
+from forestflow.api.openinference.errors import INTERNAL_MESSAGE, is_ready_now, protocol_status
 from forestflow.api.openinference.models import ModelCatalog, ModelMetadata
 from forestflow.api.openinference.rest_codec import infer_response, parse_infer, split_binary
 from forestflow.api.rest.auth import Guard
@@ -33,7 +33,6 @@ from forestflow.errors import (
     ForestFlowError,
     MalformedRequest,
     PayloadTooLarge,
-    ServiceUnavailableError,
     UnsupportedMediaType,
 )
 from forestflow.serving.inference import InferenceService
@@ -82,22 +81,19 @@ def build_openinference_router(
     inference: InferenceService,
     guard: Guard,
     max_request_bytes: int,
-    ready: Callable[[], bool] = lambda: True,
+    require_ready: Callable[[], None] = lambda: None,
 ) -> APIRouter:
-    """The protocol's REST routes; `ready` tells whether the server has recovered its state."""
+    """The protocol's REST routes. `require_ready` raises `ServiceUnavailableError` until the
+    server has recovered its state (the app's own check, as the BASIC routes use)."""
     router = APIRouter(route_class=OpenInferenceRoute)
     catalog = ModelCatalog(control, inference)
     _route = route_adder(router, guard, Permission.READ)
-
-    def require_ready() -> None:
-        if not ready():
-            raise ServiceUnavailableError("recovering state; not ready yet")
 
     async def live() -> JSONResponse:
         return JSONResponse({"live": True})
 
     async def server_ready() -> JSONResponse:
-        is_ready = ready()
+        is_ready = is_ready_now(require_ready)
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     for path, endpoint in (("/v2/health/live", live), ("/v2/health/ready", server_ready)):
