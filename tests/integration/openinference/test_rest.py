@@ -101,7 +101,7 @@ class TestHealth:
         await harness.app.start(periodic=False)
         ready = await client.get("/v2/health/ready")
 
-        assert (not_ready.status_code, not_ready.json()) == (503, {"ready": False})
+        assert (not_ready.status_code, not_ready.json()) == (400, {"ready": False})
         assert refused.status_code == 503
         assert refused.json() == {"error": "recovering state; not ready yet"}
         assert (ready.status_code, ready.json()) == (200, {"ready": True})
@@ -120,7 +120,7 @@ class TestHealth:
             await client.get("/v2/models/samples.shadow.0/versions/v1/ready")
         ).status_code == 200
         unrouted = await client.get("/v2/models/samples.shadow.0/ready")
-        assert (unrouted.status_code, unrouted.json()["ready"]) == (503, False)
+        assert (unrouted.status_code, unrouted.json()["ready"]) == (400, False)
         assert (await client.get("/v2/models/samples.none.0/ready")).status_code == 404
 
 
@@ -473,7 +473,7 @@ class TestErrors:
         assert left_over.status_code == 400
         assert "belong to no input" in left_over.json()["error"]
 
-    async def test_a_contract_without_an_active_servable_is_unavailable(
+    async def test_a_contract_without_an_active_servable_cannot_answer_yet(
         self, harness: OipHarness
     ) -> None:
         await deploy(harness, serve_body("v1", project="shadow", validity=[{"NeverValid": {}}]))
@@ -482,7 +482,7 @@ class TestErrors:
             "/v2/models/samples.shadow.0/infer", json={"inputs": features()}
         )
 
-        assert response.status_code == 503
+        assert response.status_code == 400
         assert "no active servable" in response.json()["error"]
 
     async def test_a_body_over_the_limit_is_refused(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from http import HTTPStatus
 from typing import Any
 
 import grpc
@@ -24,20 +23,6 @@ from forestflow.errors import AuthenticationRequired, ForestFlowError, Permissio
 
 log = logging.getLogger(__name__)
 
-STATUS_CODES: dict[HTTPStatus, grpc.StatusCode] = {
-    HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
-    HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
-    HTTPStatus.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
-    HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    HTTPStatus.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
-    HTTPStatus.UNPROCESSABLE_ENTITY: grpc.StatusCode.INVALID_ARGUMENT,
-    HTTPStatus.INTERNAL_SERVER_ERROR: grpc.StatusCode.INTERNAL,
-    HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    HTTPStatus.INSUFFICIENT_STORAGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-"""The gRPC code of each protocol status (`errors.protocol_status`); others are UNKNOWN."""
 
 _SCHEME = "bearer "
 
@@ -46,8 +31,8 @@ Behavior = Callable[[Any, Any], Awaitable[Any]]
 
 
 def status_code(error: ForestFlowError) -> grpc.StatusCode:
-    """The gRPC code `error` is reported with."""
-    return STATUS_CODES.get(protocol_status(error), grpc.StatusCode.UNKNOWN)
+    """The gRPC code `error` is reported with (the table in `openinference.errors`)."""
+    return grpc.StatusCode[protocol_status(error).grpc]
 
 
 def _wrap(

@@ -2,7 +2,8 @@
 
 Errors answer in the protocol's form, `{"error": "<message>"}`, with the status of
 `errors.protocol_status` — permission and readiness failures included, since this
-router's route class catches them where they are raised.
+router's route class catches them where they are raised. Health answers false with 400, as
+the protocol has it ("a 4xx status code indicates false").
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "forestflow"
 EXTENSIONS = ("binary_tensor_data",)
 HEADER_LENGTH = "Inference-Header-Content-Length"
+NOT_READY = 400
 MODEL = "/v2/models/{model_name}"
 VERSION = MODEL + "/versions/{model_version}"
 
 
 def error_response(error: ForestFlowError) -> JSONResponse:
     """`{"error": message}` with the protocol's status for `error`."""
-    status = protocol_status(error)
+    status = protocol_status(error).http
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": error.describe()}, status_code=int(status), headers=headers)
 
@@ -64,7 +66,7 @@ class OpenInferenceRoute(APIRoute):
             try:
                 return await handler(request)
             except ForestFlowError as error:
-                if protocol_status(error) >= 500:
+                if protocol_status(error).http >= 500:
                     log.error("%s %s failed: %s", request.method, request.url.path, error.message)
                 return error_response(error)
             except (HTTPException, RequestValidationError):
@@ -94,7 +96,7 @@ def build_openinference_router(
 
     async def server_ready() -> JSONResponse:
         is_ready = is_ready_now(require_ready)
-        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else NOT_READY)
 
     for path, endpoint in (("/v2/health/live", live), ("/v2/health/ready", server_ready)):
         router.add_api_route(path, endpoint, methods=["GET"], response_class=JSONResponse)
@@ -116,7 +118,7 @@ def build_openinference_router(
         require_ready()
         is_ready = catalog.ready(model_name, _version(request))
         return JSONResponse(
-            {"name": model_name, "ready": is_ready}, status_code=200 if is_ready else 503
+            {"name": model_name, "ready": is_ready}, status_code=200 if is_ready else NOT_READY
         )
 
     @_route("POST", [MODEL + "/infer", VERSION + "/infer"], Permission.SCORE)
