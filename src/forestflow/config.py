@@ -67,7 +67,7 @@ class SchedulingSettings(BaseModel):
         1000, ge=0, description="Shadow requests waiting at most; beyond it they are dropped."
     )
     max_batch_size: int = Field(
-        32,
+        16,
         ge=1,
         description="Served requests to one servable scored in one model call at most, "
         "when they arrive while its calls are running (1: no batching).",

@@ -72,8 +72,10 @@ class FakeRunner:
         self.running: set[FQRV] = set()
         self.calls: list[tuple[str, FQRV]] = []
 
-    async def start(self, fqrv: FQRV, flavor: Flavor, directory: Path) -> ModelSignature:
-        """Record `fqrv` as running."""
+    async def start(
+        self, fqrv: FQRV, flavor: Flavor, directory: Path, *, max_batch_size: int | None = None
+    ) -> ModelSignature:
+        """Record `fqrv` as running (it scores one request at a time: nothing to batch)."""
         self.calls.append(("start", fqrv))
         self.running.add(fqrv)
         return self.signature

@@ -80,7 +80,10 @@ class Deployer:
         try:
             flavor = await asyncio.to_thread(request.resolve_flavor, directory)
             log.info("loading %s with flavor %s", fqrv, flavor.wire_name)
-            signature = await self.runner.start(fqrv, flavor, directory)
+            batching = request.servable_settings.batching_settings
+            signature = await self.runner.start(
+                fqrv, flavor, directory, max_batch_size=batching.max_batch_size
+            )
         except BaseException:
             await self._run(self.cache.remove, fqrv)
             raise
@@ -90,7 +93,12 @@ class Deployer:
         """Load a recorded servable from its verified copy."""
         flavor = parse_flavor(servable.flavor)
         await self._verify(servable)
-        return await self.runner.start(servable.fqrv, flavor, self.cache.directory(servable.fqrv))
+        return await self.runner.start(
+            servable.fqrv,
+            flavor,
+            self.cache.directory(servable.fqrv),
+            max_batch_size=servable.settings.batching_settings.max_batch_size,
+        )
 
     async def unload(self, fqrv: FQRV) -> None:
         """Stop `fqrv` and delete its copy (after a removal, or a deploy not recorded)."""

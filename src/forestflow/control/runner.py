@@ -25,8 +25,12 @@ ShadowDone = Callable[["asyncio.Future[Any]"], None]
 class ServableRunner(Protocol):
     """Starts, stops and scores servables."""
 
-    async def start(self, fqrv: FQRV, flavor: Flavor, directory: Path) -> ModelSignature:
-        """Load the model in `directory` and keep it ready to score under `fqrv`.
+    async def start(
+        self, fqrv: FQRV, flavor: Flavor, directory: Path, *, max_batch_size: int | None = None
+    ) -> ModelSignature:
+        """Load the model in `directory` and keep it ready to score under `fqrv`, batching
+        at most `max_batch_size` served requests per model call (None: the runner's
+        default).
 
         Raises `CreateServableRequestInvalidError` when the model cannot be loaded.
         """

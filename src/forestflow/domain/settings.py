@@ -44,12 +44,36 @@ class PolicySettings:
     phase_in_policy: PhaseInPolicy = field(default_factory=ImmediatePhaseIn)
 
 
+MAX_BATCH_SIZE_LIMIT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingSettings:
+    """How one servable's served requests may share model calls (micro-batching).
+
+    `max_batch_size`: requests scored in one model call at most, when they arrive while
+    the servable's calls are running; 1 turns batching off for the servable; None (the
+    default) takes the server's `scheduling.max_batch_size`.
+    """
+
+    max_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        size = self.max_batch_size
+        if size is not None and not 1 <= size <= MAX_BATCH_SIZE_LIMIT:
+            raise InvalidField(
+                f"must be between 1 and {MAX_BATCH_SIZE_LIMIT} (or left out)",
+                field="maxBatchSize",
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class ServableSettings:
     """Everything configurable about one servable."""
 
     policy_settings: PolicySettings = field(default_factory=PolicySettings)
     logging_settings: LoggingSettings = field(default_factory=LoggingSettings)
+    batching_settings: BatchingSettings = field(default_factory=BatchingSettings)
 
 
 @dataclass(frozen=True, slots=True)

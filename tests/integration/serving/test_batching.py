@@ -180,3 +180,22 @@ class TestBatchFailures:
         # the first alone, the other five together, then one by one after that failed
         assert flavor.model.calls == [1, 5, 1, 1, 1, 1, 1]
         assert runner.batch_stats(fqrv).largest == 5
+
+
+class TestPerServableBatchSize:
+    async def test_a_servable_batches_no_more_than_its_own_setting(self, tmp_path: Path) -> None:
+        scheduler = WorkScheduler(workers=1, shadow_queue_size=0, max_shadow_workers=1)
+        runner = InProcessRunner(scheduler, max_batch_size=64)
+        small, default = PickyFlavor(), PickyFlavor()
+        await runner.start(make_fqrv("small"), small, tmp_path, max_batch_size=2)
+        await runner.start(make_fqrv("default"), default, tmp_path)
+        try:
+            for fqrv in (make_fqrv("small"), make_fqrv("default")):
+                await asyncio.gather(
+                    *(runner.predict(fqrv, Frame({"x": np.array([float(v)])})) for v in range(7))
+                )
+        finally:
+            scheduler.close()
+        # the first call alone; the six that queued behind it in calls of at most 2 (or 64)
+        assert small.model.calls == [1, 2, 2, 2]
+        assert default.model.calls == [1, 6]

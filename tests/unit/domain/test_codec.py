@@ -205,7 +205,7 @@ WIRE_NAMES: list[tuple[object, list[str]]] = [
         PolicySettings((TimeBasedValidity(5),), LinearTimeBasedPhaseIn(60)),
         ["validityPolicy", "phaseInPolicy"],
     ),
-    (ServableSettings(), ["policySettings", "loggingSettings"]),
+    (ServableSettings(), ["policySettings", "loggingSettings", "batchingSettings"]),
     (ContractSettings(KeepLatest(3), FairPhaseInPctBasedRouter()), ["expirationPolicy", "router"]),
 ]
 
