@@ -7,7 +7,7 @@ DATA_DIR ?= data
 # the tests run with the venv's bin first on PATH: the servers they start find git-lfs there
 TEST_ENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: run test lint typecheck unit integration e2e bench clean
+.PHONY: run test lint typecheck unit integration e2e bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ e2e: $(VENV)/.installed-test $(BIN)/git-lfs
 ## writes docs/performance.md. BENCH_ARGS='--only KServe --duration 5' narrows a run.
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+## soak: ForestFlow under full load for 5 minutes, memory sampled every 30 s (SOAK_ARGS='--log NONE')
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
