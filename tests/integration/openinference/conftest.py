@@ -72,8 +72,7 @@ def mount(app: App) -> None:
     router = build_openinference_router(
         app.control, app.inference, app.guard, limit, require_ready=app._require_ready
     )
-    # the framework app: `api` where the score lane stands in front of it, else `asgi`
-    getattr(app, "api", app.asgi).include_router(router)
+    app.api.include_router(router)  # the framework app, behind the score lane
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ async def serve(data_dir: Path, port: int, grpc_port: int) -> None:
     router = build_openinference_router(
         app.control, app.inference, app.guard, limit, require_ready=app._require_ready
     )
-    # the framework app: `api` where the score lane stands in front of it, else `asgi`
-    getattr(app, "api", app.asgi).include_router(router)
+    app.api.include_router(router)  # the framework app, behind the score lane
     grpc_server = OpenInferenceGrpcServer(
         app.control,
         app.inference,

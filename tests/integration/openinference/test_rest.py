@@ -22,6 +22,7 @@ from tests.payloads import (
     serve_body,
 )
 
+from forestflow.api.openinference.rest import infer_target
 from forestflow.control.tokens import TokenRegistry
 from forestflow.domain.roles import Role
 from forestflow.store.sqlite import open_store
@@ -522,3 +523,21 @@ class TestAuthentication:
         assert "bearer token" in refused.json()["error"]
         assert admitted.json()["name"] == "forestflow"
         assert (await client.get("/v2/health/ready")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("/v2/models/a.b.0/infer", ("a.b.0", "")),
+        ("/v2/models/a.b.0/versions/v1.2/infer", ("a.b.0", "v1.2")),
+        ("/v2/models/a.b.0/ready", None),
+        ("/v2/models//infer", None),
+        ("/v2/models/a.b.0/releases/v1/infer", None),
+        ("/v2/models/a.b.0/versions//infer", None),
+        ("/a/b/0/score", None),
+    ],
+)
+def test_infer_target_recognises_the_routes_paths(
+    path: str, target: tuple[str, str] | None
+) -> None:
+    assert infer_target(path) == target

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from forestflow.api.openinference.datatypes import InputTensor, OutputTensor, invalid, output_tensor
-from forestflow.domain.frame import Column, Frame, TensorType
+from forestflow.domain.frame import Block, Column, Frame, TensorType
 from forestflow.domain.signature import FeatureSpec, ModelSignature
 
 MAX_2D = 2
@@ -45,30 +45,50 @@ def configs_of(parameters: Mapping[str, Any], field: str = "parameters") -> dict
 
 
 def to_frame(request: InferRequest, signature: ModelSignature) -> Frame:
-    """The request's tensors as the columns of one frame (rows = the first dimension)."""
+    """The request's tensors as the columns of one frame (rows = the first dimension).
+
+    Numeric and BOOL tensors become the frame's blocks (a 2-D tensor one matrix), so that
+    `conform` hands them to the model without stacking columns.
+    """
     if not request.inputs:
         raise invalid("the request has no input tensors", "inputs")
     specs = {spec.name: spec for spec in signature.inputs}
-    columns: dict[str, Column] = {}
+    parts: list[Block | dict[str, Column]] = []
+    seen: set[str] = set()
     rows: int | None = None
     for i, tensor in enumerate(request.inputs):
         field = f"inputs[{i}]"
-        for name, column in _columns(tensor, signature, field):
-            if name in columns:
-                raise invalid(f"feature {name!r} is given twice", field)
-            columns[name] = _typed_column(column, specs.get(name), field)
-        n = tensor.shape[0]
-        if rows is not None and n != rows:
-            raise invalid(
-                f"tensor {tensor.name!r} has {n} row(s), the tensors before it {rows}", field
+        names, matrix = _layout(tensor, signature, field)
+        twice = seen.intersection(names)
+        if twice:
+            raise invalid(f"feature {min(twice)!r} is given twice", field)
+        seen.update(names)
+        if matrix.dtype != object:
+            parts.append(Block(names, matrix))
+        else:
+            parts.append(
+                {n: _typed_column(matrix[:, j], specs.get(n), field) for j, n in enumerate(names)}
             )
-        rows = n
-    return Frame(columns, request.configs)
+        n_rows = tensor.shape[0]
+        if rows is not None and n_rows != rows:
+            raise invalid(
+                f"tensor {tensor.name!r} has {n_rows} row(s), the tensors before it {rows}",
+                field,
+            )
+        rows = n_rows
+    blocks = tuple(part for part in parts if isinstance(part, Block))
+    if len(blocks) == len(parts):
+        return Frame.of_blocks(blocks, request.configs)
+    columns: dict[str, Column] = {}
+    for part in parts:  # in request order
+        columns.update(part.columns() if isinstance(part, Block) else part)
+    return Frame(columns, request.configs, blocks)
 
 
-def _columns(
+def _layout(
     tensor: InputTensor, signature: ModelSignature, field: str
-) -> list[tuple[str, Column]]:
+) -> tuple[tuple[str, ...], Column]:
+    """The feature names a tensor carries, and its data as a matrix [rows, features]."""
     shape = tensor.shape
     if not 1 <= len(shape) <= MAX_2D:
         raise invalid(
@@ -78,17 +98,17 @@ def _columns(
         )
     names = signature.input_names
     if len(shape) == 1 or (shape[1] == 1 and (tensor.name in names or not names)):
-        return [(tensor.name, tensor.data)]
+        return (tensor.name,), tensor.data.reshape(shape[0], 1)
     matrix = tensor.data.reshape(shape)
     if not names:  # the model takes fields in request order
-        return [(f"{tensor.name}[{j}]", matrix[:, j]) for j in range(shape[1])]
+        return tuple(f"{tensor.name}[{j}]" for j in range(shape[1])), matrix
     if shape[1] != len(names):
         raise invalid(
             f"a 2-D tensor's columns are the model's {len(names)} inputs in order "
             f"({', '.join(names)}); tensor {tensor.name!r} has {shape[1]}",
             f"{field}.shape",
         )
-    return [(name, matrix[:, j]) for j, name in enumerate(names)]
+    return tuple(names), matrix
 
 
 def _typed_column(column: Column, spec: FeatureSpec | None, field: str) -> Column:

@@ -9,7 +9,8 @@ the protocol has it ("a 4xx status code indicates false").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -17,25 +18,30 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from forestflow import __version__
 from forestflow.api.openinference.errors import INTERNAL_MESSAGE, is_ready_now, protocol_status
 from forestflow.api.openinference.models import ModelCatalog, ModelMetadata
-from forestflow.api.openinference.rest_codec import infer_response, parse_infer, split_binary
+from forestflow.api.openinference.rest_codec import (
+    RestInferRequest,
+    infer_response,
+    parse_infer,
+    split_binary,
+)
 from forestflow.api.rest.auth import Guard
-from forestflow.api.rest.bodies import read_json
+from forestflow.api.rest.bodies import (
+    check_declared_length,
+    check_json_type,
+    parse_json,
+    receive_body,
+)
 from forestflow.api.rest.endpoints import route_adder
 from forestflow.api.rest.responses import JSONResponse
 from forestflow.control.plane import ControlPlane
 from forestflow.domain.roles import Permission
-from forestflow.errors import (
-    ForestFlowError,
-    MalformedRequest,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-)
+from forestflow.errors import ForestFlowError, UnsupportedMediaType
 from forestflow.serving.inference import InferenceService
 
 log = logging.getLogger(__name__)
@@ -48,11 +54,10 @@ MODEL = "/v2/models/{model_name}"
 VERSION = MODEL + "/versions/{model_version}"
 
 
-def error_response(error: ForestFlowError) -> JSONResponse:
+def error_response(error: ForestFlowError) -> Response:
     """`{"error": message}` with the protocol's status for `error`."""
-    status = protocol_status(error).http
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": error.describe()}, status_code=int(status), headers=headers)
+    status, content, headers = error_answer(error)
+    return Response(content, status_code=status, headers=headers)
 
 
 class OpenInferenceRoute(APIRoute):
@@ -124,18 +129,14 @@ def build_openinference_router(
     @_route("POST", [MODEL + "/infer", VERSION + "/infer"], Permission.SCORE)
     async def infer(request: Request, model_name: str) -> Response:
         require_ready()
-        body, binary = await _infer_body(request, max_request_bytes)
-        decoded = parse_infer(body, binary)
-        result = await catalog.infer(model_name, _version(request), decoded.request)
-        header, blobs = infer_response(result, decoded)
-        if not blobs:
-            return JSONResponse(header)
-        head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
-        return Response(
-            b"".join([head, *blobs]),
-            media_type="application/octet-stream",
-            headers={HEADER_LENGTH: str(len(head))},
+        headers = request.headers
+        check_body_headers(headers)
+        check_declared_length(headers.get("content-length"), max_request_bytes)
+        raw = await receive_body(request.receive, max_request_bytes)
+        content, answer_headers = await answer_infer(
+            catalog, model_name, _version(request), decode_body(headers, raw)
         )
+        return Response(content, headers=answer_headers)
 
     return router
 
@@ -161,40 +162,64 @@ def _tensor(tensor: Any) -> dict[str, Any]:
     return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
 
 
-async def _infer_body(request: Request, limit: int) -> tuple[Any, bytes]:
-    """The JSON header and the binary data after it (the binary tensor data extension)."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+def infer_target(path: str) -> tuple[str, str] | None:
+    """(model name, version or "") of a `/v2/models/{model}[/versions/{version}]/infer`
+    path; None for any other path. For a lane that serves inference ahead of the framework."""
+    parts = path.split("/")
+    if len(parts) not in (5, 7) or parts[:3] != ["", "v2", "models"] or parts[-1] != "infer":
+        return None
+    if not all(parts[3:-1]) or (len(parts) == 7 and parts[4] != "versions"):
+        return None
+    return parts[3], parts[5] if len(parts) == 7 else ""
+
+
+def check_body_headers(headers: Mapping[str, str]) -> None:
+    """415 for a compressed body, or one that is neither JSON nor (with the binary
+    extension's header) octet-stream."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported; send the body uncompressed",
             field="Content-Encoding",
         )
-    header_length = request.headers.get(HEADER_LENGTH)
-    if header_length is None:
-        return await read_json(request, limit), b""
-    declared = request.headers.get("content-type", "application/octet-stream")
+    if headers.get(HEADER_LENGTH) is None:
+        check_json_type(headers.get("content-type"))
+        return
+    declared = headers.get("content-type", "application/octet-stream")
     media = declared.split(";", 1)[0].strip().lower()
     if media not in ("application/octet-stream", "application/json"):
         raise UnsupportedMediaType(
             f"a body with {HEADER_LENGTH} must be application/octet-stream, got {declared!r}",
             field="Content-Type",
         )
-    return split_binary(await _read_bytes(request, limit), header_length.strip())
 
 
-async def _read_bytes(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 beyond `limit` bytes (checked while it streams in)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(limit)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise MalformedRequest("the client went away before sending the whole body") from None
-    return b"".join(chunks)
+def decode_body(headers: Mapping[str, str], raw: bytes) -> RestInferRequest:
+    """An inference request body (headers already checked) decoded."""
+    header_length = headers.get(HEADER_LENGTH)
+    if header_length is None:
+        return parse_infer(parse_json(raw))
+    return parse_infer(*split_binary(raw, header_length.strip()))
+
+
+async def answer_infer(
+    catalog: ModelCatalog, model_name: str, model_version: str, decoded: RestInferRequest
+) -> tuple[bytes, dict[str, str]]:
+    """Score a decoded request; the response body and its headers (JSON, or the JSON header
+    and binary outputs)."""
+    result = await catalog.infer(model_name, model_version, decoded.request)
+    header, blobs = infer_response(result, decoded)
+    head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    content = b"".join([head, *blobs])
+    return content, {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
+
+
+def error_answer(error: ForestFlowError) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers of the protocol's answer to `error`."""
+    status = protocol_status(error).http
+    headers = {"content-type": "application/json"}
+    if status == HTTPStatus.UNAUTHORIZED:
+        headers["www-authenticate"] = "Bearer"  # RFC 9110: name the scheme to use
+    return int(status), orjson.dumps({"error": error.describe()}), headers

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from forestflow.api.openinference.codec import InferRequest, configs_of
 from forestflow.api.openinference.datatypes import (
@@ -30,6 +29,7 @@ from forestflow.api.openinference.datatypes import (
     to_raw,
 )
 from forestflow.api.openinference.models import Inferred
+from forestflow.api.rest.bodies import parse_json
 from forestflow.domain.frame import Column
 from forestflow.errors import MalformedRequest
 
@@ -50,26 +50,15 @@ class RestInferRequest:
         return output in self.binary_outputs or self.binary_by_default
 
 
-def split_binary(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+def split_binary(body: bytes, header_length: str) -> tuple[Any, bytes]:
     """The JSON header (parsed) and the binary data after it."""
-    if header_length is None:
-        return _json(body), b""
     if not header_length.isdigit() or int(header_length) > len(body):
         raise MalformedRequest(
             f"Inference-Header-Content-Length {header_length!r} is not a length within the "
             f"body ({len(body)} bytes)"
         )
     length = int(header_length)
-    return _json(body[:length]), body[length:]
-
-
-def _json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise MalformedRequest("the request body is empty; expected JSON")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise MalformedRequest(f"malformed JSON: {error}") from None
+    return parse_json(body[:length]), body[length:]
 
 
 def parse_infer(body: Any, binary: bytes = b"") -> RestInferRequest:
