@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import itertools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ def parse_inference_request(body: Any) -> Frame:
         raise _invalid("datum", "expected an array of rows")
     if not datum:
         raise _invalid("datum", "is empty: send at least one row")
-    rows = [_row_tensors(row, i, schema) for i, row in enumerate(datum)]
+    rows = [_plain_row(row, schema) or _row_tensors(row, i, schema) for i, row in enumerate(datum)]
     parts: list[Block | dict[str, Column]] = []
     for g, (tensor_type, fields) in enumerate(schema):
         group = [row[g] for row in rows]
@@ -75,7 +76,7 @@ def _block(
     """A typed group's values as one matrix (rows × fields) when they are plainly valid:
     numbers (or null) for floats, integers in range, booleans without gaps. None when any
     value needs a closer look: the column-by-column path then accepts it or names it."""
-    kinds = {type(value) for data in group for value in data}
+    kinds = set(map(type, itertools.chain.from_iterable(group)))
     try:
         if tensor_type.is_float and kinds <= _FLOAT_KINDS:
             matrix = np.array(group, dtype=np.float64)  # null → NaN
@@ -160,6 +161,23 @@ def _tensor_type(name: Any, path: str) -> TensorType:
         known = ", ".join(t.value for t in TensorType)
         raise _invalid(path, f"unknown tensor type {name!r}; expected one of {known}")
     return tensor_type
+
+
+def _plain_row(row: Any, schema: Schema) -> list[list[Any]] | None:
+    """The row's data lists when it has the plain form (`{"tensors": [{"Float64": {"data":
+    [...]}}, ...]}`, type names as the API spells them); None for anything else, which
+    `_row_tensors` then accepts in its other forms or refuses with the field at fault."""
+    tensors = row.get("tensors") if type(row) is dict else None
+    if type(tensors) is not list or len(tensors) != len(schema):
+        return None
+    found = []
+    for tensor, (tensor_type, fields) in zip(tensors, schema, strict=True):
+        body = tensor.get(tensor_type.value) if type(tensor) is dict and len(tensor) == 1 else None
+        data = body.get("data") if type(body) is dict else None
+        if type(data) is not list or len(data) != len(fields):
+            return None
+        found.append(data)
+    return found
 
 
 def _row_tensors(
