@@ -34,7 +34,7 @@ async def serve(data_dir: Path, port: int, grpc_port: int) -> None:
     grpc_server = OpenInferenceGrpcServer(
         app.control,
         app.inference,
-        app.tokens if app.guard.enabled else None,
+        app.guard,
         settings.server.host,
         grpc_port,
         require_ready=app._require_ready,

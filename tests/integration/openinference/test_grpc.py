@@ -21,6 +21,7 @@ from forestflow.api.grpc._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from forestflow.api.grpc.interceptors import status_code
 from forestflow.api.grpc.server import OpenInferenceGrpcServer
 from forestflow.api.openinference.errors import protocol_status
+from forestflow.api.rest.auth import Guard
 from forestflow.errors import (
     AuthenticationRequired,
     ForestFlowError,
@@ -50,7 +51,7 @@ async def stub(oip_harness_factory: OipHarnessFactory) -> AsyncIterator[Any]:
     ):
         assert (await harness.client.post("/servable", json=body)).status_code == 201
     app = harness.app
-    server = OpenInferenceGrpcServer(app.control, app.inference, None, "127.0.0.1", 0)
+    server = OpenInferenceGrpcServer(app.control, app.inference, app.guard, "127.0.0.1", 0)
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     try:
@@ -165,7 +166,7 @@ async def test_not_ready_until_the_state_is_recovered(
 ) -> None:
     app = (await oip_harness_factory(start=False)).app
     server = OpenInferenceGrpcServer(
-        app.control, app.inference, None, "127.0.0.1", 0, require_ready=app._require_ready
+        app.control, app.inference, app.guard, "127.0.0.1", 0, require_ready=app._require_ready
     )
     await server.start()
     try:
@@ -190,7 +191,7 @@ def test_a_taken_port_is_an_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = OpenInferenceGrpcServer(None, None, None, "127.0.0.1", port)  # type: ignore[arg-type]
+        server = OpenInferenceGrpcServer(None, None, Guard(None), "127.0.0.1", port)  # type: ignore[arg-type]
         with pytest.raises(OSError, match=f"cannot listen for gRPC on 127.0.0.1:{port}"):
             asyncio.run(server.start())
 

@@ -3,8 +3,8 @@
 `ErrorInterceptor` is the one place gRPC maps errors: a `ForestFlowError` becomes the code
 of its protocol status (the same table the REST routes answer with), anything else
 `INTERNAL` with a generic message and the traceback in the server log.
-`AuthInterceptor` checks the `authorization: Bearer <token>` metadata with the same tokens,
-roles and messages as the REST API.
+`AuthInterceptor` checks the `authorization: Bearer <token>` metadata with the REST API's
+own `Guard`: the same tokens, roles and messages.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import grpc
 import grpc.aio
 
 from forestflow.api.openinference.errors import INTERNAL_MESSAGE, protocol_status
-from forestflow.control.tokens import ANONYMOUS, Principal, TokenRegistry
-from forestflow.domain.roles import Permission, allows
-from forestflow.errors import AuthenticationRequired, ForestFlowError, PermissionDenied
+from forestflow.api.rest.auth import Guard
+from forestflow.domain.roles import Permission
+from forestflow.errors import ForestFlowError
 
 log = logging.getLogger(__name__)
 
-
-_SCHEME = "bearer "
 
 Behavior = Callable[[Any, Any], Awaitable[Any]]
 """An RPC's implementation: (request, grpc.aio.ServicerContext) -> response."""
@@ -80,16 +78,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Lets an RPC through only for callers whose role grants its permission.
+    """Lets an RPC through only for callers whose role grants its permission, checked by
+    the REST API's own `Guard` on the `authorization` metadata (`Bearer <token>`).
 
     `permissions` maps full method names to the permission they need (None: open to all);
-    a method it does not name needs ADMIN. `tokens` None means authentication is off.
+    a method it does not name needs ADMIN.
     """
 
-    def __init__(
-        self, tokens: TokenRegistry | None, permissions: Mapping[str, Permission | None]
-    ) -> None:
-        self._tokens = tokens
+    def __init__(self, guard: Guard, permissions: Mapping[str, Permission | None]) -> None:
+        self._guard = guard
         self._permissions = dict(permissions)
 
     async def intercept_service(
@@ -99,46 +96,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         """Wrap the RPC's behavior in the permission check."""
         handler = await continuation(handler_call_details)
-        tokens = self._tokens
+        guard = self._guard
         permission = self._permissions.get(handler_call_details.method, Permission.ADMIN)
-        if tokens is None or permission is None:
+        if not guard.enabled or permission is None:
             return handler
 
         def around(behavior: Behavior) -> Behavior:
             async def checked(request: Any, context: Any) -> Any:
                 metadata = dict(context.invocation_metadata() or ())
-                principal = bearer_principal(tokens, metadata.get("authorization"))
-                check_permission(principal, permission)
+                guard.authorize(metadata.get("authorization"), permission)
                 return await behavior(request, context)
 
             return checked
 
         return _wrap(handler, around)
-
-
-def bearer_principal(tokens: TokenRegistry, header: str | bytes | None) -> Principal:
-    """The caller named by an `Authorization: Bearer <token>` value; 401 otherwise.
-
-    The same checks and messages as the REST API's `Guard`.
-    """
-    if isinstance(header, bytes):
-        header = header.decode("latin-1")
-    if not header:
-        raise AuthenticationRequired(
-            "this server requires a bearer token: 'authorization: Bearer <token>' metadata"
-        )
-    if not header.lower().startswith(_SCHEME):
-        raise AuthenticationRequired("the authorization metadata must be 'Bearer <token>'")
-    principal = tokens.authenticate(header[len(_SCHEME) :].strip())
-    if principal is None:
-        raise AuthenticationRequired("the bearer token is not valid (unknown or revoked)")
-    return principal
-
-
-def check_permission(principal: Principal, permission: Permission) -> None:
-    """403 unless `principal`'s role grants `permission`."""
-    if principal is ANONYMOUS or allows(principal.role, permission):
-        return
-    raise PermissionDenied(
-        f"the role {principal.role.value} may not {permission.value} (token {principal.name!r})"
-    )

@@ -11,8 +11,8 @@ from forestflow.api.grpc._generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from forestflow.api.grpc.interceptors import AuthInterceptor, ErrorInterceptor
 from forestflow.api.grpc.servicer import PERMISSIONS, OpenInferenceServicer
 from forestflow.api.openinference.models import ModelCatalog
+from forestflow.api.rest.auth import Guard
 from forestflow.control.plane import ControlPlane
-from forestflow.control.tokens import TokenRegistry
 from forestflow.serving.inference import InferenceService
 
 log = logging.getLogger(__name__)
@@ -24,16 +24,16 @@ DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 class OpenInferenceGrpcServer:
     """Serves `inference.GRPCInferenceService` over the same catalog as the REST routes.
 
-    `tokens` None means authentication is off. `require_ready` raises
-    `ServiceUnavailableError` until the server has recovered its state. Start and stop it
-    from the event loop the app runs in.
+    `guard` checks bearer tokens as it does for REST (off when it has no tokens).
+    `require_ready` raises `ServiceUnavailableError` until the server has recovered its
+    state. Start and stop it from the event loop the app runs in.
     """
 
     def __init__(
         self,
         control: ControlPlane,
         inference: InferenceService,
-        tokens: TokenRegistry | None,
+        guard: Guard,
         host: str,
         port: int = DEFAULT_PORT,
         *,
@@ -41,7 +41,7 @@ class OpenInferenceGrpcServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._catalog = ModelCatalog(control, inference)
-        self._tokens = tokens
+        self._guard = guard
         self._host = f"[{host}]" if ":" in host else host
         self._address = f"{self._host}:{port}"
         self._require_ready = require_ready
@@ -53,7 +53,7 @@ class OpenInferenceGrpcServer:
     async def start(self) -> None:
         """Bind and start serving; OSError when the address cannot be bound."""
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), AuthInterceptor(self._tokens, PERMISSIONS)],
+            interceptors=[ErrorInterceptor(), AuthInterceptor(self._guard, PERMISSIONS)],
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.so_reuseport", 0),
