@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "forestflow"
 EXTENSIONS = ("binary_tensor_data",)
-HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_LENGTH = "inference-header-content-length"
+"""The binary extension's header: the length of the JSON at the start of the body."""
 NOT_READY = 400
 MODEL = "/v2/models/{model_name}"
 VERSION = MODEL + "/versions/{model_version}"
@@ -175,7 +176,8 @@ def infer_target(path: str) -> tuple[str, str] | None:
 
 def check_body_headers(headers: Mapping[str, str]) -> None:
     """415 for a compressed body, or one that is neither JSON nor (with the binary
-    extension's header) octet-stream."""
+    extension's header) octet-stream. `headers` by lower-case name, as Starlette's or the
+    score lane's are."""
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(
@@ -189,7 +191,8 @@ def check_body_headers(headers: Mapping[str, str]) -> None:
     media = declared.split(";", 1)[0].strip().lower()
     if media not in ("application/octet-stream", "application/json"):
         raise UnsupportedMediaType(
-            f"a body with {HEADER_LENGTH} must be application/octet-stream, got {declared!r}",
+            f"a body with Inference-Header-Content-Length must be application/octet-stream, "
+            f"got {declared!r}",
             field="Content-Type",
         )
 
