@@ -85,7 +85,10 @@ def forestflow(model: ReferenceModel, runtime: str, log_level: str, shadows: int
         ]
         # joblib files are pickles; the operator allows them for this trusted, local model.
         # Local paths deploy from under the working directory: the models are under cwd.
-        env = {"FORESTFLOW_SECURITY__ALLOW_UNSAFE_FORMATS": "true"}
+        env = {
+            "FORESTFLOW_SECURITY__ALLOW_UNSAFE_FORMATS": "true",
+            "FORESTFLOW_SERVER__GRPC_PORT": "0",
+        }
         return Launch(argv, env, cwd=model.directory.parent.parent)
 
     label = f"ForestFlow {runtime}, log {log_level}" + (f", {shadows} shadows" if shadows else "")

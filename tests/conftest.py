@@ -25,6 +25,7 @@ The broker starts only when a test asks for it.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -32,6 +33,10 @@ import pytest
 
 from tests.kafka_broker import MockKafkaCluster
 from tests.mlflow_server import MlflowServer, running_mlflow_server
+
+# Servers the tests start run side by side: none takes the default gRPC port (8091) unless
+# a test gives it one.
+os.environ.setdefault("FORESTFLOW_SERVER__GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="session")

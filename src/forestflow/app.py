@@ -16,6 +16,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from forestflow import __version__
+from forestflow.api.grpc.server import OpenInferenceGrpcServer
+from forestflow.api.openinference.rest import build_openinference_router
 from forestflow.api.rest.admin import build_admin_router
 from forestflow.api.rest.auth import Guard, HostGuard, auth_required
 from forestflow.api.rest.endpoints import RestContext, build_router
@@ -167,6 +169,12 @@ class App:
             dependencies=guard.dependencies(Permission.READ),  # type: ignore[arg-type]
         )
         limit = self.settings.server.max_request_bytes
+        # outside the readiness guard: /v2/health/* answers while the server recovers
+        asgi.include_router(
+            build_openinference_router(
+                self.control, self.inference, guard, limit, require_ready=self._require_ready
+            )
+        )
         context = RestContext(self.control, self.inference, limit, guard)
         guarded = APIRouter(dependencies=[Depends(self._require_ready)])
         guarded.include_router(build_router(context))
@@ -221,12 +229,33 @@ class App:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _asgi: FastAPI) -> AsyncIterator[None]:
+        grpc_server = await self._start_grpc()
         # recovery runs in the background so /health/live answers while it works
         self._tasks.append(asyncio.create_task(self.start()))
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(self.settings.server.shutdown_grace_s)
             await self.shutdown()
+
+    async def _start_grpc(self) -> OpenInferenceGrpcServer | None:
+        """The Open Inference Protocol over gRPC on `server.grpc_port` (None when 0); a port
+        already taken fails the start-up."""
+        server = self.settings.server
+        if not server.grpc_port:
+            return None
+        grpc_server = OpenInferenceGrpcServer(
+            self.control,
+            self.inference,
+            self.guard,
+            server.host,
+            server.grpc_port,
+            require_ready=self._require_ready,
+            max_message_bytes=server.max_request_bytes,
+        )
+        await grpc_server.start()
+        return grpc_server
 
     async def start(self, *, periodic: bool = True) -> None:
         """Recover state, become ready, then (unless `periodic` is False) start the

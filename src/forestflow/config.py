@@ -28,6 +28,12 @@ class ServerSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 for every interface.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    grpc_port: int = Field(
+        8091,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol over gRPC, on the same host (0: off).",
+    )
     max_request_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger → 413."
     )

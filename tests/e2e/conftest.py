@@ -23,6 +23,7 @@ TRUSTING_ENV = {
     "FORESTFLOW_STORAGE__LOCAL_ROOTS": '["/"]',
     "FORESTFLOW_STORAGE__ALLOW_PRIVATE_HOSTS": "true",
     "FORESTFLOW_SECURITY__ALLOW_UNSAFE_FORMATS": "true",
+    "FORESTFLOW_SERVER__GRPC_PORT": "0",  # servers run side by side; gRPC tests choose a port
 }
 START_TIMEOUT_S = 60.0
 

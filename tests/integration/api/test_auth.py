@@ -23,6 +23,8 @@ PUBLIC = {
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
+    "/v2/health/live",
+    "/v2/health/ready",
 }
 
 C = "/samples/energy_output/0"
@@ -73,6 +75,13 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/admin/tokens"): ADMIN,
     ("DELETE", "/admin/tokens/{name}"): ADMIN,
     ("GET", "/history"): MANAGE,
+    ("GET", "/v2"): READ,
+    ("GET", "/v2/models/{model_name}"): READ,
+    ("GET", "/v2/models/{model_name}/versions/{model_version}"): READ,
+    ("GET", "/v2/models/{model_name}/ready"): READ,
+    ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"): READ,
+    ("POST", "/v2/models/{model_name}/infer"): SCORE,
+    ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"): SCORE,
 }
 
 
@@ -115,6 +124,8 @@ def concrete(path: str) -> str:
         .replace("{contract_number}", "0")
         .replace("{release_version}", "v1")
         .replace("{name}", "nobody")
+        .replace("{model_name}", "samples.energy_output.0")
+        .replace("{model_version}", "v1")
     )
 
 

@@ -1,7 +1,7 @@
 """ForestFlow with the Open Inference Protocol: in-process over ASGI, or a real server process.
 
 The in-process harness (fake clock, a MemorySink) serves the REST details; the process
-(`serve_oip.py`, REST and gRPC on loopback ports) serves the stock tritonclient clients,
+(`forestflow serve`, REST and gRPC on loopback ports) serves the stock tritonclient clients,
 which block, so they need a server outside the test's event loop.
 """
 
@@ -146,9 +146,8 @@ class OipServer:
     def start(self) -> OipServer:
         """Start the process; return once both listeners are up and state is recovered."""
         command = [
-            sys.executable,
-            "-m",
-            "tests.integration.openinference.serve_oip",
+            str(Path(sys.executable).parent / "forestflow"),
+            "serve",
             "--data-dir",
             str(self.data_dir),
             "--port",
@@ -159,7 +158,7 @@ class OipServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=self._env,
+            env={**self._env, "FORESTFLOW_SERVER__GRPC_PORT": str(free_port())},
             cwd=ROOT,
         )
         self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
