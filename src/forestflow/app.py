@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from forestflow import __version__
 from forestflow.api.grpc.server import OpenInferenceGrpcServer
+from forestflow.api.openinference.models import ModelCatalog
 from forestflow.api.openinference.rest import build_openinference_router
 from forestflow.api.rest.admin import build_admin_router
 from forestflow.api.rest.auth import Guard, HostGuard, auth_required
@@ -139,6 +140,7 @@ class App:
             max_request_bytes=settings.server.max_request_bytes,
             allowed_hosts=None if self.guard.enabled else self._allowed_hosts(),
             cors=bool(security.cors_origins),
+            catalog=ModelCatalog(self.control, self.inference),
         )
 
     def _allowed_hosts(self) -> list[str]:

@@ -19,7 +19,13 @@ from forestflow.domain.frame import Frame
 from forestflow.testing import FakeRunner
 from tests.integration.api.conftest import Harness, HarnessFactory
 from tests.integration.api.test_auth import bearer, secured
-from tests.payloads import POWERPLANT_FEATURES, contract_settings, score_body, serve_body
+from tests.payloads import (
+    POWERPLANT_FEATURES,
+    POWERPLANT_ROWS,
+    contract_settings,
+    score_body,
+    serve_body,
+)
 
 BASE = "/samples/energy_output/0"
 JSON = {"Content-Type": "application/json"}
@@ -249,3 +255,66 @@ def test_score_paths_are_recognised_as_the_routes_match_them() -> None:
         "/contract/a/b/0",
     ):
         assert score_path(other) is None, other
+
+
+V2 = "/v2/models/samples.energy_output.0"
+
+
+def v2_inputs(rows: list[list[Any]] = POWERPLANT_ROWS, datatype: str = "FP64") -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": name, "datatype": datatype, "shape": [len(rows)], "data": [r[j] for r in rows]}
+            for j, name in enumerate(POWERPLANT_FEATURES)
+        ]
+    }
+
+
+V2_CASES: list[tuple[str, str, dict[str, Any], int]] = [
+    ("inferred", V2 + "/infer", {"json": v2_inputs()}, 200),
+    ("inferred by one release", V2 + "/versions/v1/infer", {"json": v2_inputs()}, 200),
+    ("parameters", V2 + "/infer", {"json": {**v2_inputs(), "parameters": {"id": "7"}}}, 200),
+    ("a string among numbers", V2 + "/infer", {"json": v2_inputs([["x", 1, 2, 3]])}, 400),
+    ("malformed JSON", V2 + "/infer", {"content": b"{", "headers": JSON}, 400),
+    ("not JSON", V2 + "/infer", {"content": b"a", "headers": {"Content-Type": "text/csv"}}, 415),
+    (
+        "compressed",
+        V2 + "/infer",
+        {"json": v2_inputs(), "headers": {"Content-Encoding": "gzip"}},
+        415,
+    ),
+    ("an unknown model", "/v2/models/samples.other.0/infer", {"json": v2_inputs()}, 404),
+    ("not a contract name", "/v2/models/nonsense/infer", {"json": v2_inputs()}, 400),
+    ("an unknown version", V2 + "/versions/v9/infer", {"json": v2_inputs()}, 404),
+    (
+        "a foreign Host",
+        V2 + "/infer",
+        {"json": v2_inputs(), "headers": {"Host": "evil.example"}},
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "request_", "status"), V2_CASES, ids=[c[0] for c in V2_CASES]
+)
+async def test_the_lane_infers_as_the_protocol_route_does(
+    deployed: Harness, case: str, path: str, request_: dict[str, Any], status: int
+) -> None:
+    lane, framework = await both(deployed, path, **request_)
+    assert lane.status_code == framework.status_code == status, (lane.text, framework.text)
+    assert lane.json() == framework.json()
+    assert lane.headers["content-type"] == framework.headers["content-type"]
+
+
+async def test_inference_tokens_are_checked_alike(
+    harness_factory: HarnessFactory, tmp_path: Path
+) -> None:
+    harness, tokens = await secured(harness_factory, tmp_path)
+    admin = bearer(tokens["admin"])
+    await harness.client.post("/contract" + BASE, json=contract_settings(keep=2), headers=admin)
+    await harness.client.post("/servable", json=serve_body("v1"), headers=admin)
+    for headers, status in (({}, 401), (bearer("nope"), 401), (bearer(tokens["scorer"]), 200)):
+        lane, framework = await both(harness, V2 + "/infer", json=v2_inputs(), headers=headers)
+        assert lane.status_code == framework.status_code == status, (lane.text, framework.text)
+        assert lane.json() == framework.json()
+        assert lane.headers.get("www-authenticate") == framework.headers.get("www-authenticate")

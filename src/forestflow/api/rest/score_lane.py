@@ -11,6 +11,10 @@ and an unexpected exception by the same clean 500. Every other request, any meth
 POST, and (when CORS is configured) any request carrying an `Origin` goes on to the
 framework unchanged; the routes in `endpoints.py` stay registered for the API
 documentation and serve those requests.
+
+The Open Inference Protocol's `POST /v2/models/{model}[/versions/{version}]/infer` is
+served the same way, with that route's checks in its order (permission, then readiness)
+and its errors in the protocol's `{"error": ...}` form (`openinference.rest`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,16 @@ from collections.abc import Callable, Iterable
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from forestflow.api.openinference.errors import INTERNAL_MESSAGE
+from forestflow.api.openinference.models import ModelCatalog
+from forestflow.api.openinference.rest import (
+    HEADER_LENGTH,
+    answer_infer,
+    check_body_headers,
+    decode_body,
+    error_answer,
+    infer_target,
+)
 from forestflow.api.rest.auth import Guard, host_allowed, host_refusal
 from forestflow.api.rest.bodies import (
     check_declared_length,
@@ -74,9 +88,11 @@ class ScoreLane:
         max_request_bytes: int,
         allowed_hosts: Iterable[str] | None,
         cors: bool,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         """`allowed_hosts`: the `Host` guard's list (None when authentication is on);
-        `cors`: whether CORS is configured (its requests go to the framework)."""
+        `cors`: whether CORS is configured (its requests go to the framework); `catalog`:
+        the Open Inference Protocol's models, when its inference route is served here."""
         self.app = app
         self._inference = inference
         self._guard = guard
@@ -84,16 +100,21 @@ class ScoreLane:
         self._limit = max_request_bytes
         self._hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         self._cors = cors
+        self._catalog = catalog
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
-        target = (
-            score_path(scope["path"])
-            if scope["type"] == "http" and scope["method"] == "POST"
-            else None
-        )
+        target: ScorePath | tuple[str, str] | None = None
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            target = score_path(path)
+            if target is None and self._catalog is not None and path.startswith("/v2/"):
+                target = infer_target(path)
         headers = _headers(scope) if target is not None else {}
         if target is None or (self._cors and "origin" in headers):
             await self.app(scope, receive, send)
+            return
+        if len(target) == 2:
+            await self._infer(target, headers, scope, receive, send)
             return
         try:
             body = await self._score(target, headers, receive)
@@ -104,20 +125,54 @@ class ScoreLane:
             log.exception("POST %s failed unexpectedly", scope["path"])
             await internal_error_response()(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send(send, 200, body, [_JSON_HEADERS])
 
-    async def _score(self, target: ScorePath, headers: dict[str, str], receive: Receive) -> bytes:
+    async def _infer(
+        self,
+        target: tuple[str, str],
+        headers: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        assert self._catalog is not None
+        try:
+            self._check_host(headers)
+        except ForestFlowError as error:  # answered as the framework's HostGuard answers it
+            await answer(error, "POST", scope["path"])(scope, receive, send)
+            return
+        status = 200
+        try:
+            self._guard.authorize(headers.get("authorization"), Permission.SCORE)
+            self._require_ready()
+            check_body_headers(headers)
+            check_declared_length(headers.get("content-length"), self._limit)
+            raw = await receive_body(receive, self._limit)
+            body, answer_headers = await answer_infer(
+                self._catalog, *target, decode_body(headers, raw)
+            )
+        except ForestFlowError as error:
+            status, body, answer_headers = error_answer(error)
+            if status >= 500:
+                log.error("POST %s failed: %s", scope["path"], error.message)
+        except Exception:
+            log.exception("POST %s failed unexpectedly", scope["path"])
+            status, body = 500, orjson.dumps({"error": INTERNAL_MESSAGE})
+            answer_headers = {"content-type": "application/json"}
+        encoded = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in answer_headers.items()
+        ]
+        await _send(send, status, body, encoded)
+
+    def _check_host(self, headers: dict[str, str]) -> None:
         if self._hosts is not None:
             host = headers.get("host", "")
             if not host_allowed(host, self._hosts):
                 raise host_refusal(host)
+
+    async def _score(self, target: ScorePath, headers: dict[str, str], receive: Receive) -> bytes:
+        self._check_host(headers)
         self._require_ready()
         self._guard.authorize(headers.get("authorization"), Permission.SCORE)
         check_json_type(headers.get("content-type"))
@@ -135,7 +190,23 @@ class ScoreLane:
         )
 
 
-_WANTED = frozenset({b"host", b"authorization", b"content-type", b"content-length", b"origin"})
+_WANTED = frozenset(
+    {
+        b"host",
+        b"authorization",
+        b"content-type",
+        b"content-length",
+        b"origin",
+        b"content-encoding",
+        HEADER_LENGTH.encode(),
+    }
+)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _headers(scope: Scope) -> dict[str, str]:
