@@ -24,8 +24,10 @@ from forestflow.api.rest.auth import Guard, HostGuard, auth_required
 from forestflow.api.rest.endpoints import RestContext, build_router
 from forestflow.api.rest.errors import install_error_handlers
 from forestflow.api.rest.feedback import build_feedback_router
+from forestflow.api.rest.openapi import install_openapi
 from forestflow.api.rest.prometheus import MetricSources, build_metrics_router
 from forestflow.api.rest.responses import JSONResponse, wrapped
+from forestflow.api.rest.route_docs import HEALTH_LIVE, HEALTH_READY
 from forestflow.api.rest.score_lane import ScoreLane
 from forestflow.artifacts.base import StorageOptions
 from forestflow.artifacts.cache import ArtifactCache
@@ -155,6 +157,7 @@ class App:
             default_response_class=JSONResponse,
         )
         install_error_handlers(asgi)
+        install_openapi(asgi, auth=self.guard.enabled)  # the document's shared parts
         self._install_browser_guards(asgi)
         guard = self.guard
         asgi.include_router(self._health_router())
@@ -211,12 +214,13 @@ class App:
 
     def _health_router(self) -> APIRouter:
         router = APIRouter()
+        options = {"guarded": False, "auth": False, "parameters": False}
 
-        @router.get("/health/live")
+        @router.get("/health/live", operation_id="live", **HEALTH_LIVE.route_options(**options))
         async def live() -> JSONResponse:
             return wrapped("Health", {"status": "live"})
 
-        @router.get("/health/ready")
+        @router.get("/health/ready", operation_id="ready", **HEALTH_READY.route_options(**options))
         async def ready() -> JSONResponse:
             self._require_ready()
             return wrapped("Health", {"status": "ready"})

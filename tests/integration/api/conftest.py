@@ -57,7 +57,9 @@ def with_test_defaults(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
+async def harness_factory(
+    tmp_path: Path, answered: list[Answered]
+) -> AsyncIterator[HarnessFactory]:
     started: list[Harness] = []
 
     async def make(
@@ -77,7 +79,9 @@ async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
         await app.start(periodic=False)
         assert app.ready, app.startup_error
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app.asgi), base_url="http://localhost"
+            transport=httpx.ASGITransport(app=app.asgi),
+            base_url="http://localhost",
+            event_hooks={"response": [recorder(answered)]},
         )
         harness = Harness(app, client, clock)
         started.append(harness)
@@ -92,3 +96,39 @@ async def harness_factory(tmp_path: Path) -> AsyncIterator[HarnessFactory]:
 @pytest.fixture
 async def harness(harness_factory: HarnessFactory) -> Harness:
     return await harness_factory()
+
+
+# --- Every status the API answers is declared (issue 10, scope 5) -------------------------
+#
+# Each harness client records (method, path, status) of every answer it receives, for the
+# whole session. `test_openapi.py::test_every_answered_status_is_declared` then checks each
+# against the OpenAPI document; the hook below runs it after every other test of the
+# session, whatever the selection, so it sees everything the suite received. (A test, not
+# a session-finish hook: its failure is reported like any other, with the missing routes.)
+
+Answered = tuple[str, str, int]
+"""method, path as requested, status"""
+_ANSWERED = pytest.StashKey[list[Answered]]()
+LAST = "test_every_answered_status_is_declared"
+
+
+@pytest.fixture
+def answered(pytestconfig: pytest.Config) -> list[Answered]:
+    """The answers the harness clients received this session, so far."""
+    return pytestconfig.stash.setdefault(_ANSWERED, [])
+
+
+def recorder(answers: list[Answered]) -> Callable[[httpx.Response], Awaitable[None]]:
+    """An httpx response hook appending each answer to `answers`."""
+
+    async def record(response: httpx.Response) -> None:
+        request = response.request
+        answers.append((request.method, request.url.path, response.status_code))
+
+    return record
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the declared-status check last (it reads what every other test recorded)."""
+    last = [item for item in items if item.name == LAST]
+    items[:] = [item for item in items if item.name != LAST] + last

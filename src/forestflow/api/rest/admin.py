@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from forestflow.api.rest import route_docs as docs
 from forestflow.api.rest.auth import Guard
 from forestflow.api.rest.bodies import read_json
 from forestflow.api.rest.endpoints import actor, route_adder
@@ -47,7 +48,7 @@ def build_admin_router(
     router = APIRouter()
     add = route_adder(router, guard, Permission.ADMIN)
 
-    @add("POST", ["/admin/tokens"])
+    @add("POST", ["/admin/tokens"], doc=docs.CREATE_TOKEN)
     async def create_token(request: Request) -> JSONResponse:
         body = await read_json(request, max_request_bytes)
         if not isinstance(body, dict):
@@ -60,16 +61,16 @@ def build_admin_router(
         secret = tokens.create(name, parse_role(role), actor=actor(request))
         return wrapped("TokenCreated", {"name": name, "role": role, "token": secret}, 201)
 
-    @add("GET", ["/admin/tokens"])
+    @add("GET", ["/admin/tokens"], doc=docs.LIST_TOKENS)
     async def list_tokens() -> JSONResponse:
         return wrapped("Tokens", {"tokens": [token_body(t) for t in tokens.tokens()]})
 
-    @add("DELETE", ["/admin/tokens/{name}"])
+    @add("DELETE", ["/admin/tokens/{name}"], doc=docs.REVOKE_TOKEN)
     async def revoke_token(request: Request, name: str) -> JSONResponse:
         tokens.revoke(name, actor=actor(request))
         return wrapped("TokenRevoked", {"name": name})
 
-    @add("GET", ["/history"], Permission.READ_HISTORY)
+    @add("GET", ["/history"], Permission.READ_HISTORY, doc=docs.HISTORY)
     async def history(before: int | None = None, limit: int = 100) -> JSONResponse:
         if not 1 <= limit <= MAX_HISTORY_PAGE:
             raise InvalidField(f"must be between 1 and {MAX_HISTORY_PAGE}", field="limit")

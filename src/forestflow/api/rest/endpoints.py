@@ -9,9 +9,11 @@ from typing import Any, TypeVar, cast
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from forestflow.api.rest import route_docs as docs
 from forestflow.api.rest.auth import Guard, principal_of
 from forestflow.api.rest.bodies import read_json
 from forestflow.api.rest.converters import parse_inference_request, prediction_body
+from forestflow.api.rest.openapi import RouteDoc
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.api.rest.views import metadata_body, servable_metrics_body
 from forestflow.control.plane import ControlPlane
@@ -76,20 +78,36 @@ Endpoint = Callable[..., Awaitable[Any]]
 def route_adder(
     router: APIRouter, guard: Guard, default: Permission
 ) -> Callable[..., Callable[[Endpoint], Endpoint]]:
-    """`add(method, paths, permission=default)`: a decorator registering an endpoint under
-    `paths`, open only to callers allowed `permission`."""
+    """`add(method, paths, permission=default, *, doc=None)`: a decorator registering an
+    endpoint under `paths`, open only to callers allowed `permission`; `doc` declares its
+    body, answers and errors in the OpenAPI document (`openapi.RouteDoc`)."""
 
     def add(
-        method: str, paths: list[str], permission: Permission = default
+        method: str,
+        paths: list[str],
+        permission: Permission = default,
+        *,
+        doc: RouteDoc | None = None,
     ) -> Callable[[Endpoint], Endpoint]:
         def decorate(endpoint: Endpoint) -> Endpoint:
-            for path in paths:
+            for index, path in enumerate(paths):
+                options: dict[str, Any] = {}
+                if doc is not None:
+                    options = doc.route_options(
+                        guarded=True, auth=guard.enabled, parameters="{" in path
+                    )
+                    # the first path is the route's name; the others are aliases of it
+                    alias = path.rsplit("/", 1)[-1].replace("-", "_")
+                    options["operation_id"] = (
+                        endpoint.__name__ if index == 0 else f"{endpoint.__name__}_{alias}"
+                    )
                 router.add_api_route(
                     path,
                     endpoint,
                     methods=[method],
                     response_class=JSONResponse,
                     dependencies=guard.dependencies(permission),  # type: ignore[arg-type]
+                    **options,
                 )
             return endpoint
 
@@ -129,11 +147,11 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
     manage = Permission.MANAGE_CONTRACTS
     _route = route_adder(router, ctx.guard, Permission.READ)
 
-    @_route("GET", ["/contracts/list"])
+    @_route("GET", ["/contracts/list"], doc=docs.LIST_CONTRACTS)
     async def list_contracts() -> JSONResponse:
         return wrapped("Contracts", {"contracts": [encode(c) for c in control.contracts()]})
 
-    @_route("POST", ["/contract" + CONTRACT], manage)
+    @_route("POST", ["/contract" + CONTRACT], manage, doc=docs.CREATE_CONTRACT)
     async def create_contract(
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -142,7 +160,7 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
         await control.create_contract(contract, settings, actor=actor(request))
         return wrapped("ContractCreatedSuccessfully", {"contract": encode(contract)}, 201)
 
-    @_route("PUT", [CONTRACT], manage)
+    @_route("PUT", [CONTRACT], manage, doc=docs.UPDATE_CONTRACT)
     async def update_contract(
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -151,7 +169,7 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
         await control.update_contract(contract, settings, actor=actor(request))
         return wrapped("ContractUpdatedSuccessfully", {"contract": encode(contract)})
 
-    @_route("DELETE", [CONTRACT], manage)
+    @_route("DELETE", [CONTRACT], manage, doc=docs.DELETE_CONTRACT)
     async def delete_contract(
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -159,14 +177,18 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
         await control.delete_contract(contract, actor=actor(request))
         return wrapped("ContractDeletedSuccessfully", {"contract": encode(contract)})
 
-    @_route("GET", [CONTRACT + "/contract-settings", CONTRACT + "/c-settings"])
+    @_route(
+        "GET",
+        [CONTRACT + "/contract-settings", CONTRACT + "/c-settings"],
+        doc=docs.CONTRACT_SETTINGS_DOC,
+    )
     async def contract_settings(
         organization: str, project: str, contract_number: int
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         return wrapped("ContractSettings", encode(control.contract_settings(contract)))
 
-    @_route("GET", [CONTRACT + "/list", CONTRACT + "/releases"])
+    @_route("GET", [CONTRACT + "/list", CONTRACT + "/releases"], doc=docs.LIST_RELEASES)
     async def list_releases(organization: str, project: str, contract_number: int) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         failed = control.load_errors()
@@ -180,12 +202,16 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
             ]
         )
 
-    @_route("GET", [CONTRACT + "/stats"])
+    @_route("GET", [CONTRACT + "/stats"], doc=docs.STATS)
     async def stats(organization: str, project: str, contract_number: int) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         return JSONResponse([servable_metrics_body(m) for m in control.metrics(contract)])
 
-    @_route("GET", [CONTRACT + "/servable-settings", CONTRACT + "/s-settings"])
+    @_route(
+        "GET",
+        [CONTRACT + "/servable-settings", CONTRACT + "/s-settings"],
+        doc=docs.SERVABLES_SETTINGS,
+    )
     async def servables_settings(
         organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -197,7 +223,7 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
             ]
         )
 
-    @_route("GET", [CONTRACT + "/metadata"])
+    @_route("GET", [CONTRACT + "/metadata"], doc=docs.CONTRACT_METADATA)
     async def contract_metadata(
         organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -228,13 +254,13 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
             )
         return await control.deploy(serve, actor=actor(request))
 
-    @_route("POST", ["/servable"], deploy_)
+    @_route("POST", ["/servable"], deploy_, doc=docs.DEPLOY)
     async def deploy(request: Request) -> JSONResponse:
         serve = _serve_request(await read_json(request, ctx.max_request_bytes))
         fqrv = await deploy_checked(request, serve)
         return wrapped("ServableCreatedSuccessfully", {"fqrv": encode(fqrv)}, 201)
 
-    @_route("POST", ["/servable" + SERVABLE], deploy_)
+    @_route("POST", ["/servable" + SERVABLE], deploy_, doc=docs.DEPLOY_AT)
     async def deploy_at(
         request: Request,
         organization: str,
@@ -247,7 +273,12 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         await deploy_checked(request, serve)
         return wrapped("ServableCreatedSuccessfully", {"fqrv": encode(fqrv)}, 201)
 
-    @_route("PUT", [SERVABLE + "/policy-settings", SERVABLE + "/policy"], deploy_)
+    @_route(
+        "PUT",
+        [SERVABLE + "/policy-settings", SERVABLE + "/policy"],
+        deploy_,
+        doc=docs.UPDATE_POLICY,
+    )
     async def update_policy(
         request: Request,
         organization: str,
@@ -263,7 +294,12 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         await control.update_policy(fqrv, policy, actor=actor(request))
         return wrapped("PolicySettingsUpdatedSuccessfully", {"fqrv": encode(fqrv)})
 
-    @_route("PUT", [SERVABLE + "/logging-settings", SERVABLE + "/logging"], deploy_)
+    @_route(
+        "PUT",
+        [SERVABLE + "/logging-settings", SERVABLE + "/logging"],
+        deploy_,
+        doc=docs.UPDATE_LOGGING,
+    )
     async def update_logging(
         request: Request,
         organization: str,
@@ -278,7 +314,7 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         await control.update_logging(fqrv, logging_settings, actor=actor(request))
         return wrapped("LoggingSettingsUpdatedSuccessfully", {"fqrv": encode(fqrv)})
 
-    @_route("DELETE", [SERVABLE], deploy_)
+    @_route("DELETE", [SERVABLE], deploy_, doc=docs.DELETE_SERVABLE)
     async def delete_servable(
         request: Request,
         organization: str,
@@ -291,7 +327,7 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         await control.delete_servable(fqrv, actor=actor(request))
         return wrapped("ServablesDeletedSuccessfully", {"fqrvs": [encode(fqrv)]})
 
-    @_route("GET", [SERVABLE + "/settings"])
+    @_route("GET", [SERVABLE + "/settings"], doc=docs.SERVABLE_SETTINGS)
     async def servable_settings(
         organization: str, project: str, contract_number: int, release_version: str
     ) -> JSONResponse:
@@ -299,7 +335,7 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         settings = encode(control.servable_settings(fqrv))
         return wrapped("ServableSettings", {"fqrv": encode(fqrv), **settings})
 
-    @_route("GET", [SERVABLE + "/metadata"])
+    @_route("GET", [SERVABLE + "/metadata"], doc=docs.SERVABLE_METADATA)
     async def servable_metadata(
         organization: str, project: str, contract_number: int, release_version: str
     ) -> JSONResponse:
@@ -330,7 +366,7 @@ def _add_inference_routes(router: APIRouter, ctx: RestContext) -> None:
     inference = ctx.inference
     _route = route_adder(router, ctx.guard, Permission.SCORE)
 
-    @_route("POST", [CONTRACT + "/score"])
+    @_route("POST", [CONTRACT + "/score"], doc=docs.SCORE)
     async def score(
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
@@ -339,7 +375,7 @@ def _add_inference_routes(router: APIRouter, ctx: RestContext) -> None:
         scored = await inference.score(contract, frame)
         return JSONResponse(prediction_body(scored.fqrv, scored.prediction))
 
-    @_route("POST", [SERVABLE + "/score"])
+    @_route("POST", [SERVABLE + "/score"], doc=docs.SCORE_SERVABLE)
     async def score_servable(
         request: Request,
         organization: str,

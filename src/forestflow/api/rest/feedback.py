@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from forestflow.api.rest import route_docs as docs
 from forestflow.api.rest.auth import Guard
 from forestflow.api.rest.bodies import read_json
 from forestflow.api.rest.endpoints import CONTRACT, SERVABLE, actor, check_owner, route_adder
@@ -86,9 +87,11 @@ def build_feedback_router(
             },
         )
 
-    add("PUT", [SERVABLE + "/metrics"], Permission.DEPLOY)(update_metrics)
-    add("POST", [CONTRACT + "/feedback"], Permission.MANAGE_CONTRACTS)(feedback)
-    add("GET", ["/prediction-log/stats"])(log_stats)
+    add("PUT", [SERVABLE + "/metrics"], Permission.DEPLOY, doc=docs.UPDATE_METRICS)(update_metrics)
+    add("POST", [CONTRACT + "/feedback"], Permission.MANAGE_CONTRACTS, doc=docs.FEEDBACK_DOC)(
+        feedback
+    )
+    add("GET", ["/prediction-log/stats"], doc=docs.LOG_STATS)(log_stats)
     return router
 
 

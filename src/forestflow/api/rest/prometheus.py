@@ -11,7 +11,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
+from forestflow.api.rest.openapi import error_responses
 from forestflow.domain.metrics import ServableMetrics
+from forestflow.errors import AuthenticationRequired, HostNotAllowed, PermissionDenied
 from forestflow.predictionlog.sinks import PredictionSink
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -89,7 +91,20 @@ def build_metrics_router(sources: MetricSources) -> APIRouter:
     registry.register(_ServerCollector(sources))
     router = APIRouter()
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        tags=["Operations"],
+        operation_id="metrics",
+        responses={
+            200: {
+                "description": "OK",
+                "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+            },
+            # authentication is the app's (the router is included with its permission check)
+            **error_responses([HostNotAllowed, AuthenticationRequired, PermissionDenied]),
+        },
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 
