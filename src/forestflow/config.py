@@ -219,8 +219,21 @@ class FeedbackSettings(BaseModel):
     window_s: float = Field(
         3600.0, gt=0, description="Predictions wait this long for their feedback."
     )
-    max_predictions: int = Field(
-        100_000, ge=1, description="Predictions kept for joining at most (oldest go first)."
+    max_prediction_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description=(
+            "Memory the predictions waiting for feedback may take at most, estimated per "
+            "prediction (its key, servable, scored columns and bookkeeping); the oldest go first."
+        ),
+    )
+    max_predictions: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Optionally, also at most this many predictions kept (older config files set it; "
+            "max_prediction_bytes is the bound that matters)."
+        ),
     )
     rolling_window: int = Field(
         1000, ge=1, description="Joined predictions per servable the rolling metrics cover."

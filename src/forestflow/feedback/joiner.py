@@ -1,18 +1,28 @@
 """The feedback joiner: recent keyed predictions in, ground truth joined with them (SPEC §6).
 
-`FeedbackJoiner` is a `PredictionSink`: the app hands it every prediction event, served
-and shadow. It keeps the events that have a key, per contract, until feedback consumes
-them, for at most `window_ms` after they arrive (by the injected clock) and at most
-`max_predictions` events in all (the oldest is evicted first). `join` takes a contract's
-feedback records, consumes every kept prediction of that contract with each record's
-key — whatever servable made it — scores them (`scoring`) and updates each servable's
-rolling metrics (`rolling`). What `join` returns is what the control plane persists.
+`FeedbackJoiner` is a `PredictionSink`: the app's `PredictionEmitter` hands it every
+prediction event, served and shadow. `emit` runs on the serving path, so it only takes what
+a join needs from a keyed event (servable, key, prediction, arrival time by the injected
+clock) into a bounded intake, in O(1); `catch_up`, on the emitter's thread, copies the
+prediction columns scoring reads into a compact entry (`pending`) and indexes it. The
+entries are kept per contract until feedback consumes them, for at most `window_ms` after
+they arrive and within `max_prediction_bytes` in all, estimated per entry (the oldest is
+evicted first; `max_predictions` optionally bounds their number too).
+
+`join` takes a contract's feedback records, consumes every kept prediction of that contract
+with each record's key — whatever servable made it — scores them (`scoring`) and updates
+each servable's rolling metrics (`rolling`). What `join` returns is what the control plane
+persists. A feedback request sent right after the scoring response must find its
+prediction even if the emitter's thread has not indexed it yet, so `join` first indexes
+whatever the intake still holds (usually nothing: the thread keeps up).
 
 Guarantees, checked by tests/unit/feedback/test_joiner.py:
-- `emit` is O(1) amortised, never blocks on I/O and never raises.
+- `emit` is O(1), takes only a lock held for O(1), never raises, and keeps no request.
+- `join` sees every prediction emitted before it is called.
 - A prediction is joined at most once: the same feedback sent twice counts once (the
   second time its key is unknown), and so does a key repeated within one request.
 - A prediction older than `window_ms` (age > window) or evicted is never joined.
+- The kept predictions' estimated size never exceeds `max_prediction_bytes`.
 - Each `MetricsUpdate` holds the servable's rolling metrics over its last
   `rolling_window` samples, and increments whose rewards add up to `feedbackCount`.
 
@@ -33,7 +43,9 @@ from typing import ClassVar
 
 from forestflow.clock import Clock
 from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.domain.frame import Frame
 from forestflow.domain.metrics import FEEDBACK_COUNT, REWARD_FAILURES, REWARD_SUCCESSES
+from forestflow.feedback.pending import PendingPrediction, PendingPredictions, compact_prediction
 from forestflow.feedback.records import Actual, FeedbackRecord
 from forestflow.feedback.rolling import RollingMetrics
 from forestflow.feedback.scoring import score_prediction
@@ -41,6 +53,19 @@ from forestflow.predictionlog.events import PredictionEvent
 from forestflow.predictionlog.sinks import PredictionSink, SinkStats
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PREDICTION_BYTES = 64 * 1024 * 1024
+DEFAULT_INTAKE_SIZE = 100_000
+"""Predictions `emit` takes before they are indexed, at most: well above the emitter's
+buffer, so feedback does not lose what the logs still keep."""
+CATCH_UP_CHUNK = 256
+"""Predictions the emitter's thread indexes per hold of the lock `join` needs."""
+LOOP_EXPIRY_LIMIT = 1_000
+"""Predictions a call on the event loop (`join`, `joiner_stats`) expires at most; the
+emitter's thread expires the rest (and `join` skips an expired one it meets)."""
+
+_Taken = tuple[FQRV, str, Frame, int]
+"""What `emit` takes of a keyed event: servable, key, prediction, arrival time (ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +104,8 @@ class JoinerStats:
     expired: int
     """Predictions forgotten unjoined after `window_ms`."""
     evicted: int
-    """Predictions evicted unjoined to stay within `max_predictions`."""
+    """Predictions evicted unjoined to stay within `max_prediction_bytes` (or
+    `max_predictions`)."""
     unkeyed: int
     """Prediction events not kept because they had no key (no `keyFeatures`) or an empty one."""
     matched: int
@@ -88,13 +114,6 @@ class JoinerStats:
     """Feedback records whose key joined nothing."""
     mismatched: int
     """Matched feedback records with a prediction that could not be scored."""
-
-
-@dataclass(slots=True)
-class _Kept:
-    seq: int
-    arrived_ms: int
-    event: PredictionEvent
 
 
 @dataclass(slots=True)
@@ -115,9 +134,10 @@ class FeedbackJoiner(PredictionSink):
 
     Sink counters: `emitted` counts events received, `written` events kept for joining
     (those with a key), `dropped` kept events evicted by the memory bound before any
-    feedback reached them (plus any event that failed to be kept). Events without a key
-    are not for this sink and expiring unjoined is normal retention: `joiner_stats()`
-    counts both, not `dropped`.
+    feedback reached them, plus events that could not be taken (no time from the clock,
+    intake full, a prediction that could not be copied). Events without a key are not for
+    this sink and expiring unjoined is normal retention: `joiner_stats()` counts both, not
+    `dropped`.
 
     Rewards: a classification sample succeeds when the label is the actual class; a
     regression sample when |prediction − actual| ≤ `regression_tolerance_rel` · |actual|
@@ -131,87 +151,124 @@ class FeedbackJoiner(PredictionSink):
         *,
         clock: Clock,
         window_ms: int = 3_600_000,
-        max_predictions: int = 100_000,
+        max_prediction_bytes: int = DEFAULT_MAX_PREDICTION_BYTES,
+        max_predictions: int | None = None,
         rolling_window: int = 1_000,
         regression_tolerance_rel: float = 0.1,
+        intake_size: int = DEFAULT_INTAKE_SIZE,
     ) -> None:
-        if window_ms <= 0 or max_predictions < 1 or rolling_window < 1:
-            raise ValueError("window_ms, max_predictions and rolling_window must be positive")
+        if min(window_ms, max_prediction_bytes, rolling_window, intake_size) < 1:
+            raise ValueError(
+                "window_ms, max_prediction_bytes, rolling_window and intake_size must be positive"
+            )
+        if max_predictions is not None and max_predictions < 1:
+            raise ValueError("max_predictions must be positive (or None: no count bound)")
         if not (math.isfinite(regression_tolerance_rel) and regression_tolerance_rel >= 0):
             raise ValueError("regression_tolerance_rel must be a finite number >= 0")
         self._clock = clock
         self._window_ms = window_ms
-        self._max_predictions = max_predictions
         self._rolling_window = rolling_window
         self._tolerance = regression_tolerance_rel
+        self._intake_size = intake_size
+        # `emit` takes only this lock, for O(1): the intake and its counters
+        self._intake_lock = threading.Lock()
+        self._intake: collections.deque[_Taken] = collections.deque()
+        self._received = self._unkeyed = self._refused = 0
+        self._warned_refusal = False
+        # the index, the rolling metrics and the other counters; taken before the intake lock
         self._lock = threading.Lock()
-        # Arrival order over all contracts (for expiry and eviction), and the same entries
-        # by (contract, key), each bucket in arrival order: so the oldest entry overall is
-        # always the first of its bucket and both structures update in O(1).
-        self._pending: collections.OrderedDict[int, _Kept] = collections.OrderedDict()
-        self._by_key: dict[tuple[Contract, str], collections.deque[_Kept]] = {}
+        self._pending = PendingPredictions(
+            max_bytes=max_prediction_bytes, max_count=max_predictions
+        )
         self._rolling: dict[FQRV, RollingMetrics] = {}
-        self._seq = 0
         self._counts: collections.Counter[str] = collections.Counter()
 
     def emit(self, event: PredictionEvent) -> None:
-        """Keep `event` for joining if it has a key; evict the oldest kept one when full."""
+        """Take a keyed event for joining, in O(1): its servable, key, prediction and arrival
+        time, never the request. `catch_up` (or the next `join`) indexes it."""
         try:
-            now = self._clock.now_ms()
-            with self._lock:
-                self._counts["emitted"] += 1
-                self._expire(now)
-                if event.key:
-                    self._keep(event, now)
-                else:
-                    self._counts["unkeyed"] += 1
+            now: int | None = self._clock.now_ms()
         except Exception:  # a sink never raises into the serving path (PredictionSink)
-            log.exception("feedback joiner could not keep a prediction event")
-            with self._lock:
-                self._counts["failed"] += 1
-
-    def _keep(self, event: PredictionEvent, now: int) -> None:
-        if len(self._pending) >= self._max_predictions:
-            self._drop_oldest()
-            self._counts["evicted"] += 1
-        entry = _Kept(self._seq, now, event)
-        self._seq += 1
-        self._pending[entry.seq] = entry
-        key = (event.fqrv.contract, event.key or "")
-        self._by_key.setdefault(key, collections.deque()).append(entry)
-        self._counts["written"] += 1
-
-    def _expire(self, now: int) -> None:
-        while self._pending:
-            oldest = next(iter(self._pending.values()))
-            if now - oldest.arrived_ms <= self._window_ms:
+            log.exception("feedback joiner: no time from the clock; a prediction is not kept")
+            now = None
+        with self._intake_lock:
+            self._received += 1
+            if not event.key:
+                self._unkeyed += 1
                 return
-            self._drop_oldest()
-            self._counts["expired"] += 1
+            if now is None or len(self._intake) >= self._intake_size:
+                self._refused += 1
+                warn, self._warned_refusal = not self._warned_refusal, True
+            else:
+                self._intake.append((event.fqrv, event.key, event.prediction, now))
+                return
+        if warn and now is not None:
+            log.warning(
+                "feedback joiner: %d predictions wait to be indexed (is the prediction "
+                "emitter running?); further ones are dropped and counted",
+                self._intake_size,
+            )
 
-    def _drop_oldest(self) -> None:
-        _, entry = self._pending.popitem(last=False)
-        key = (entry.event.fqrv.contract, entry.event.key or "")
-        bucket = self._by_key[key]
-        bucket.popleft()  # `entry`: the oldest overall is the oldest of its bucket
-        if not bucket:
-            del self._by_key[key]
-
-    def join(self, contract: Contract, records: Sequence[FeedbackRecord]) -> FeedbackOutcome:
-        """Join records with `contract`'s kept predictions by key (consuming them)."""
+    def catch_up(self) -> None:
+        """Index the predictions `emit` took and forget those older than the window (the
+        emitter's thread calls this between the slices of events it encodes)."""
+        while True:
+            with self._lock:
+                if not self._index(CATCH_UP_CHUNK):
+                    break
         now = self._clock.now_ms()
         with self._lock:
             self._expire(now)
+
+    def _index(self, limit: int | None) -> bool:
+        """Index up to `limit` taken predictions (None: all), oldest first; True if more may
+        wait. Holding `_lock` throughout, so a `join` never misses one in flight."""
+        with self._intake_lock:
+            count = len(self._intake) if limit is None else min(limit, len(self._intake))
+            taken = [self._intake.popleft() for _ in range(count)]
+        for fqrv, key, prediction, arrived_ms in taken:
+            self._expire(arrived_ms)
+            try:
+                compact = compact_prediction(prediction)
+            except Exception:  # an odd frame must not stop the others
+                log.exception("feedback joiner could not keep a prediction of %s", fqrv)
+                self._counts["failed"] += 1
+                continue
+            self._counts["evicted"] += self._pending.add(fqrv, key, compact, arrived_ms)
+            self._counts["written"] += 1
+        return limit is not None and count == limit
+
+    def _expire(self, now: int, limit: int | None = None) -> None:
+        """Forget predictions that arrived more than the window before `now` (at most
+        `limit` of them: the event loop's share; the emitter's thread takes the rest)."""
+        expired = 0
+        while limit is None or expired < limit:
+            oldest = self._pending.oldest_arrival()
+            if oldest is None or now - oldest <= self._window_ms:
+                break
+            self._pending.pop_oldest()
+            expired += 1
+        self._counts["expired"] += expired
+
+    def join(self, contract: Contract, records: Sequence[FeedbackRecord]) -> FeedbackOutcome:
+        """Join records with `contract`'s kept predictions by key (consuming them).
+
+        Every prediction emitted before the call is seen: what the emitter's thread has
+        not indexed yet is indexed here first."""
+        now = self._clock.now_ms()
+        with self._lock:
+            self._index(None)
+            self._expire(now, LOOP_EXPIRY_LIMIT)
             tallies: dict[FQRV, _Tally] = {}
             counts = collections.Counter[str]()
             for record in records:
-                kept = self._by_key.pop((contract, record.key), None)
-                if kept is None:
+                taken = self._pending.take(contract, record.key)
+                kept = [entry for entry in taken if now - entry.arrived_ms <= self._window_ms]
+                counts["expired"] += len(taken) - len(kept)
+                if not kept:
                     counts["unknown"] += 1
                     continue
                 counts["matched"] += 1
-                for entry in kept:
-                    del self._pending[entry.seq]
                 counts["joined"] += len(kept)
                 if not self._score(kept, record.actual, tallies):
                     counts["mismatched"] += 1
@@ -227,21 +284,24 @@ class FeedbackJoiner(PredictionSink):
             updates=updates,
         )
 
-    def _score(self, kept: Sequence[_Kept], actual: Actual, tallies: dict[FQRV, _Tally]) -> bool:
+    def _score(
+        self, kept: Sequence[PendingPrediction], actual: Actual, tallies: dict[FQRV, _Tally]
+    ) -> bool:
         """Add the samples of each joined prediction; False if one could not be scored."""
         scorable = True
         for entry in kept:
-            samples = score_prediction(
-                entry.event.prediction, actual, tolerance_rel=self._tolerance
+            samples = (
+                None
+                if entry.prediction is None
+                else score_prediction(entry.prediction, actual, tolerance_rel=self._tolerance)
             )
             if samples is None:
                 scorable = False
                 continue
-            fqrv = entry.event.fqrv
-            rolling = self._rolling.get(fqrv)
+            rolling = self._rolling.get(entry.fqrv)
             if rolling is None:
-                rolling = self._rolling[fqrv] = RollingMetrics(self._rolling_window)
-            tally = tallies.setdefault(fqrv, _Tally())
+                rolling = self._rolling[entry.fqrv] = RollingMetrics(self._rolling_window)
+            tally = tallies.setdefault(entry.fqrv, _Tally())
             for sample in samples:
                 rolling.add(sample)
                 if sample.success:
@@ -256,23 +316,37 @@ class FeedbackJoiner(PredictionSink):
             self._rolling.pop(fqrv, None)
 
     def stats(self) -> SinkStats:
-        """Events received, kept for joining, and lost (evicted unjoined or failed)."""
+        """Events received, kept for joining, and lost (evicted unjoined or not taken)."""
         with self._lock:
+            self._index(None)
             c = self._counts
+            with self._intake_lock:
+                received, refused = self._received, self._refused
             return SinkStats(
-                emitted=c["emitted"], written=c["written"], dropped=c["evicted"] + c["failed"]
+                emitted=received, written=c["written"], dropped=c["evicted"] + c["failed"] + refused
             )
+
+    def pending_bytes(self) -> int:
+        """The estimated memory the kept predictions take (at most `max_prediction_bytes`)."""
+        with self._lock:
+            self._index(None)
+            return self._pending.bytes
 
     def joiner_stats(self) -> JoinerStats:
         """Cumulative record and prediction counters, and the predictions kept now."""
+        now = self._clock.now_ms()
         with self._lock:
+            self._index(None)
+            self._expire(now, LOOP_EXPIRY_LIMIT)
             c = self._counts
+            with self._intake_lock:
+                unkeyed = self._unkeyed
             return JoinerStats(
                 pending=len(self._pending),
                 joined=c["joined"],
                 expired=c["expired"],
                 evicted=c["evicted"],
-                unkeyed=c["unkeyed"],
+                unkeyed=unkeyed,
                 matched=c["matched"],
                 unknown=c["unknown"],
                 mismatched=c["mismatched"],

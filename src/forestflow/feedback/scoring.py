@@ -129,6 +129,23 @@ def score_prediction(
     return _regress(prediction, column, rows, tolerance_rel)
 
 
+def scoring_columns(prediction: Frame) -> tuple[str, ...] | None:
+    """The columns `score_prediction` reads, in frame order; None when it never scores
+    `prediction`. Scoring the frame of just these columns gives the same samples."""
+    if LABEL in prediction:
+        return _with_probabilities(prediction, LABEL)
+    column = _regression_column(prediction)
+    if column is None:
+        return None
+    if prediction[column].dtype.kind not in "iuf":
+        return _with_probabilities(prediction, column)
+    return (column,)
+
+
+def _with_probabilities(prediction: Frame, label: str) -> tuple[str, ...]:
+    return tuple(name for name in prediction if name == label or prediction[name].dtype.kind == "f")
+
+
 def _rows(actual: Actual, n_rows: int) -> Sequence[Scalar] | None:
     if isinstance(actual, tuple):
         return actual if len(actual) == n_rows else None

@@ -2,6 +2,7 @@
 
 `event_record` renders an event in the documented, versioned wire schema that every sink
 writes (docs/prediction-log.md). Bump `SCHEMA_VERSION` on any change a reader would notice.
+`encode_event` turns it into bytes once, for every sink: the JSON is built in one place.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV
@@ -33,6 +35,31 @@ class PredictionEvent:
     prediction: Frame
     latency_ms: float
     key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """One event encoded once for every sink: its JSON record and what routing needs."""
+
+    fqrv: FQRV
+    """The servable, for a sink's routing (Kafka's topic per contract, its `fqrv` header)."""
+    key: str | None
+    """The record key (Kafka's message key)."""
+    timestamp_ms: int
+    """When the prediction was made (Kafka's message timestamp)."""
+    value: bytes
+    """`event_record(event)` as compact UTF-8 JSON, without a newline: a Kafka message
+    value as it is, a line of the JSON Lines files with `\\n` appended."""
+
+
+def encode_record(event: PredictionEvent) -> bytes:
+    """`event_record(event)` as compact UTF-8 JSON; raises if a value has no JSON form."""
+    return orjson.dumps(event_record(event), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_event(event: PredictionEvent) -> EncodedEvent:
+    """`event` encoded for the sinks (see `encode_record`)."""
+    return EncodedEvent(event.fqrv, event.key, event.timestamp_ms, encode_record(event))
 
 
 def record_key(settings: LoggingSettings, request: Frame) -> str | None:

@@ -1,11 +1,13 @@
 """`FileSink`: prediction events as rotating JSON Lines files (SPEC §5, the embedded default).
 
-One event is one line holding `event_record(event)` (docs/prediction-log.md). `emit` only
-appends to a bounded in-memory buffer; a background thread writes, so scoring never waits
-on the disk. The thread writes whole lines only and hands each drained batch to the OS
-before taking the next, so a reader (pandas, duckdb) sees complete lines in every file,
-the active one included. A full buffer, an unencodable event or a disk error drops events
-and counts them in `stats().dropped`; none of them ever raises into the serving path.
+One event is one line holding `event_record(event)` (docs/prediction-log.md): the bytes of
+`encode_record`, which the emitter makes once for every sink (`write_encoded`), plus a
+newline. `emit` and `write_encoded` only append to a bounded in-memory buffer; a background
+thread writes, so scoring never waits on the disk. The thread writes whole lines only and
+hands each drained batch to the OS before taking the next, so a reader (pandas, duckdb) sees
+complete lines in every file, the active one included. A full buffer, an unencodable event
+or a disk error drops events and counts them in `stats().dropped`; none of them ever raises
+into the serving path.
 
 Files are named `predictions-<UTC yyyymmddThhmmss.mmm>Z-<seq>.jsonl`, so sorting the names
 sorts them in time. A new file starts when the current one would grow past
@@ -18,16 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from forestflow.clock import Clock, SystemClock
-from forestflow.predictionlog.events import PredictionEvent, event_record
+from forestflow.predictionlog.events import EncodedEvent, PredictionEvent, encode_record
 from forestflow.predictionlog.sinks import PredictionSink, SinkStats
 
 log = logging.getLogger(__name__)
@@ -36,25 +37,6 @@ FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".jsonl"
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
-
-
-def _json_line(record: dict[str, Any]) -> bytes:
-    return (
-        json.dumps(record, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n"
-    ).encode("utf-8")
-
-
-def _encoder() -> Callable[[dict[str, Any]], bytes]:
-    """orjson when it is installed (several times faster), else the standard library."""
-    try:
-        import orjson  # noqa: PLC0415 - optional speed-up, looked up once per sink
-    except ImportError:  # pragma: no cover - orjson is a core dependency today
-        return _json_line
-
-    def orjson_line(record: dict[str, Any]) -> bytes:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-
-    return orjson_line
 
 
 def file_name(opened_at_ms: int, seq: int) -> str:
@@ -103,6 +85,8 @@ class _ActiveFile:
 class FileSink(PredictionSink):
     """Writes prediction events to rotating JSON Lines files in `directory`."""
 
+    takes_encoded = True
+
     def __init__(
         self,
         directory: Path,
@@ -123,11 +107,11 @@ class FileSink(PredictionSink):
         self.buffer_size = buffer_size
         self.max_files = max_files
         self._clock: Clock = clock or SystemClock()
-        self._encode = _encoder()
         # one lock guards the buffer, the counters and the lifecycle flags; it is never
-        # held during I/O, so `emit` waits at most for a deque swap
+        # held during I/O, so `emit` waits at most for a deque swap. The buffer holds
+        # encoded records (from the emitter) and events (`emit`, encoded by the writer).
         self._lock = threading.Condition()
-        self._pending: collections.deque[PredictionEvent] = collections.deque()
+        self._pending: collections.deque[bytes | PredictionEvent] = collections.deque()
         self._emitted = self._written = self._dropped = 0
         self._closed = self._abandoned = False
         self._thread: threading.Thread | None = None
@@ -146,6 +130,23 @@ class FileSink(PredictionSink):
                 return
             self._pending.append(event)
             self._lock.notify()
+
+    def write_encoded(self, records: Sequence[EncodedEvent]) -> None:
+        """Buffer encoded events for the writer; drop and count those that do not fit."""
+        with self._lock:
+            self._emitted += len(records)
+            room = 0 if self._closed else max(0, self.buffer_size - len(self._pending))
+            kept = records[:room]
+            self._dropped += len(records) - len(kept)
+            if kept:
+                self._pending.extend(record.value for record in kept)
+                self._lock.notify()
+
+    def count_dropped(self, count: int) -> None:
+        """Count events dropped on their way to this sink (emitted and dropped)."""
+        with self._lock:
+            self._emitted += count
+            self._dropped += count
 
     def stats(self) -> SinkStats:
         """Events emitted, written to a file, and dropped, since construction."""
@@ -203,7 +204,7 @@ class FileSink(PredictionSink):
         finally:
             self._drop_file()
 
-    def _next_batch(self) -> list[PredictionEvent] | None:
+    def _next_batch(self) -> list[bytes | PredictionEvent] | None:
         """Wait for events and take them all; None once closed and drained (or abandoned)."""
         with self._lock:
             while not self._pending and not self._closed:
@@ -214,27 +215,29 @@ class FileSink(PredictionSink):
             self._pending.clear()
             return batch
 
-    def _write_batch(self, batch: list[PredictionEvent]) -> None:
-        lines = self._lines(batch)
+    def _write_batch(self, batch: list[bytes | PredictionEvent]) -> None:
+        records = self._records(batch)
         self._rotate_if_old()
         chunk: list[bytes] = []
         size = self._file.size if self._file is not None else 0
-        for line in lines:
+        for record in records:
+            line_size = len(record) + 1  # and its newline
             # rotate before a line that would not fit; a line bigger than a whole file
             # still gets written, alone in its file
-            if size and size + len(line) > self.max_file_bytes:
+            if size and size + line_size > self.max_file_bytes:
                 self._write_chunk(chunk)
                 self._drop_file()
                 chunk, size = [], 0
-            chunk.append(line)
-            size += len(line)
+            chunk.append(record)
+            size += line_size
         self._write_chunk(chunk)
 
     def _write_chunk(self, chunk: list[bytes]) -> None:
+        """Append the records of `chunk` as lines: each followed by a newline."""
         if not chunk:
             return
         try:
-            self._append(b"".join(chunk))
+            self._append(b"\n".join(chunk) + b"\n")
         except Exception as error:  # disk errors mostly; nothing here may kill the writer
             self._report_failure(error)
             self._drop_file()
@@ -243,11 +246,15 @@ class FileSink(PredictionSink):
             self._report_recovery()
             self._count(written=len(chunk))
 
-    def _lines(self, batch: Iterable[PredictionEvent]) -> list[bytes]:
-        lines: list[bytes] = []
+    def _records(self, batch: Iterable[bytes | PredictionEvent]) -> list[bytes]:
+        """The batch's records, encoding the events given to `emit`."""
+        records: list[bytes] = []
         for event in batch:
+            if isinstance(event, bytes):
+                records.append(event)
+                continue
             try:
-                lines.append(self._encode(event_record(event)))
+                records.append(encode_record(event))
             except Exception as error:  # any unencodable value drops just that event
                 self._count(dropped=1)
                 # a flavor returning odd values would fail on every request: warn once
@@ -256,7 +263,7 @@ class FileSink(PredictionSink):
                 log.log(
                     level, "prediction event of %s dropped: cannot encode: %s", event.fqrv, error
                 )
-        return lines
+        return records
 
     def _rotate_if_old(self) -> None:
         if self._file is None:

@@ -2,15 +2,18 @@
 
 Each event becomes one message on the contract's topic (`contract_topics`, keyed
 ``"org.project.n"``, else the default `topic`): key = the record key in UTF-8 (no key when the
-servable has no `keyFeatures`), value = `event_record` as JSON, headers ``schemaVersion`` and
-``fqrv``, timestamp = the event's. Keys are partitioned with murmur2 like the Java client and
-aiokafka, so every client agrees where a key lives.
+servable has no `keyFeatures`), value = `event_record` as JSON (the bytes of
+`encode_record`, which the emitter makes once for every sink: a line of the files without
+its newline), headers ``schemaVersion`` and ``fqrv``, timestamp = the event's. Keys are
+partitioned with murmur2 like the Java client and aiokafka, so every client agrees where a
+key lives.
 
-Delivery is librdkafka's: `emit` only enqueues, and a background thread serves the delivery
-reports. While the brokers are slow or down, events wait in librdkafka's queue, bounded by
-`buffer_size` events; an event that does not fit is dropped at once, and one still undelivered
-after `message_timeout_s` is dropped then. Every drop is counted; the transitions (events
-start being lost, events flow again) are logged once each, not per event.
+Delivery is librdkafka's: `write_encoded` (and `emit`, which encodes first) only enqueues,
+and a background thread serves the delivery reports. While the brokers are slow or down,
+events wait in librdkafka's queue, bounded by `buffer_size` events; an event that does not
+fit is dropped at once, and one still undelivered after `message_timeout_s` is dropped then.
+Every drop is counted; the transitions (events start being lost, events flow again) are
+logged once each, not per event.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from forestflow.predictionlog.events import SCHEMA_VERSION, PredictionEvent, event_record
+from forestflow.predictionlog.events import (
+    SCHEMA_VERSION,
+    EncodedEvent,
+    PredictionEvent,
+    encode_event,
+)
 from forestflow.predictionlog.sinks import PredictionSink, SinkStats
 
 if TYPE_CHECKING:
@@ -59,6 +65,8 @@ OWNED_SETTINGS: Mapping[str, str] = {
 
 class KafkaSink(PredictionSink):
     """Produces each event to Kafka: key = record key, value = `event_record` as JSON."""
+
+    takes_encoded = True
 
     def __init__(
         self,
@@ -116,36 +124,56 @@ class KafkaSink(PredictionSink):
             "logger": _LibrdkafkaLog(),
         }
 
-    def topic_of(self, event: PredictionEvent) -> str:
+    def topic_of(self, event: PredictionEvent | EncodedEvent) -> str:
         """The topic `event` goes to: its contract's, else the default one."""
         return self.contract_topics.get(str(event.fqrv.contract), self.topic)
 
     def emit(self, event: PredictionEvent) -> None:
-        """Enqueue `event` for delivery; count it as dropped if the buffer is full."""
+        """Encode `event` and enqueue it (see `write_encoded`); unencodable: dropped."""
+        try:
+            record = encode_event(event)
+        except Exception as error:  # emit never raises (SPEC §5): count the drop, go on
+            self.count_dropped(1)
+            self._set_trouble(f"a prediction event could not be encoded ({error}); dropped")
+            return
+        self.write_encoded((record,))
+
+    def write_encoded(self, records: Sequence[EncodedEvent]) -> None:
+        """Enqueue encoded events for delivery; count those the buffer has no room for."""
         producer = None if self._closed else self._producer
         with self._lock:
-            self._emitted += 1
+            self._emitted += len(records)
             if producer is None:  # closed: counted in one step, as `close` may be tallying
-                self._dropped += 1
+                self._dropped += len(records)
                 return
+        for record in records:
+            self._produce(producer, record)
+
+    def _produce(self, producer: Producer, record: EncodedEvent) -> None:
         try:
             producer.produce(
-                self.topic_of(event),
-                value=orjson.dumps(event_record(event), option=orjson.OPT_SERIALIZE_NUMPY),
-                key=None if event.key is None else event.key.encode(),
+                self.topic_of(record),
+                value=record.value,
+                key=None if record.key is None else record.key.encode(),
                 headers=[
                     (SCHEMA_HEADER, self._schema_header),
-                    (FQRV_HEADER, str(event.fqrv).encode()),
+                    (FQRV_HEADER, str(record.fqrv).encode()),
                 ],
-                timestamp=event.timestamp_ms,
+                timestamp=record.timestamp_ms,
             )
         except BufferError:
             self._count_drop(
                 f"the buffer of {self.buffer_size} events is full: new prediction events are "
                 "dropped and counted"
             )
-        except Exception as error:  # emit never raises (SPEC §5): count the drop, go on
+        except Exception as error:  # never raises into the emitter: count the drop, go on
             self._count_drop(f"a prediction event could not be produced ({error}); dropped")
+
+    def count_dropped(self, count: int) -> None:
+        """Count events dropped on their way to this sink (emitted and dropped)."""
+        with self._lock:
+            self._emitted += count
+            self._dropped += count
 
     def stats(self) -> SinkStats:
         """Emitted, acknowledged by the brokers, dropped (safe from any thread)."""

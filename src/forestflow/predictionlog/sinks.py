@@ -3,17 +3,23 @@
 Each sink kind is registered by name (`files`, `kafka`, `memory`) and built by the app from
 the configuration. A sink owns a bounded buffer: when it is full, or the destination is
 down long enough for buffered events to expire, events are dropped and counted.
+
+The app hands events to its sinks through one `PredictionEmitter` (emitter.py). A sink that
+writes the JSON record (`takes_encoded`) gets it from the emitter's thread, encoded once for
+all of them, through `write_encoded`; any other sink gets `emit(event)` on the serving path,
+as before, and may leave work for `catch_up`, which the emitter's thread calls.
 """
 
 from __future__ import annotations
 
 import collections
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from forestflow.domain.registry import Registry
-from forestflow.predictionlog.events import PredictionEvent
+from forestflow.predictionlog.events import EncodedEvent, PredictionEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,9 @@ class PredictionSink(ABC):
 
     registry: ClassVar[Registry[PredictionSink]]
     wire_name: ClassVar[str]
+    takes_encoded: ClassVar[bool] = False
+    """True: the emitter hands this sink encoded records (`write_encoded`, `count_dropped`)
+    from its thread. False: the emitter calls `emit` on the serving path, then `catch_up`."""
 
     @abstractmethod
     def emit(self, event: PredictionEvent) -> None:
@@ -41,6 +50,19 @@ class PredictionSink(ABC):
     @abstractmethod
     def stats(self) -> SinkStats:
         """The sink's counters (safe to call from any thread)."""
+
+    def write_encoded(self, records: Sequence[EncodedEvent]) -> None:
+        """Accept events already encoded, without blocking (sinks that `takes_encoded`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take encoded events")
+
+    def count_dropped(self, count: int) -> None:
+        """Count `count` events meant for this sink that were dropped before reaching it
+        (sinks that `takes_encoded`: the emitter's buffer was full, or no JSON form)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take encoded events")
+
+    def catch_up(self) -> None:  # noqa: B027 - optional hook
+        """Do the work `emit` put off; the emitter's thread calls it between the slices of
+        events it encodes (so at least once per batch)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect or open files; called once before the first `emit`."""

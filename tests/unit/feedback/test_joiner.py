@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import dataclasses
+import gc
 import math
 import threading
+import tracemalloc
+import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import pytest
 
 from forestflow.domain.fqrv import FQRV
+from forestflow.domain.frame import Column, Frame
 from forestflow.domain.metrics import (
     ACCURACY,
     FEEDBACK_COUNT,
@@ -16,7 +23,12 @@ from forestflow.domain.metrics import (
     REWARD_SUCCESSES,
     RMSE,
 )
-from forestflow.feedback.joiner import FeedbackJoiner, FeedbackOutcome, JoinerStats
+from forestflow.feedback.joiner import (
+    LOOP_EXPIRY_LIMIT,
+    FeedbackJoiner,
+    FeedbackOutcome,
+    JoinerStats,
+)
 from forestflow.feedback.records import Actual, FeedbackRecord
 from forestflow.feedback.scoring import LOG_LOSS_EPSILON
 from forestflow.predictionlog.events import PredictionEvent
@@ -365,6 +377,133 @@ class TestWindowAndMemoryBounds:
         assert joiner.joiner_stats().pending == 2
 
 
+class TestByteBound:
+    def test_large_requests_are_not_kept_and_memory_stays_under_the_bound(
+        self, clock: FakeClock
+    ) -> None:
+        bound = 128 * 1024  # room for about 150 of the 300 predictions
+        joiner = FeedbackJoiner(clock=clock, max_prediction_bytes=bound)
+        requests: list[weakref.ref[Any]] = []
+        batches: list[weakref.ref[Any]] = []
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(300):
+                request = np.full(50_000, float(i))  # 400 kB: 120 MB if kept
+                batch = np.arange(64, dtype=np.float64)  # the scheduler's batch output
+                requests.append(weakref.ref(request))
+                batches.append(weakref.ref(batch))
+                joiner.emit(
+                    PredictionEvent(
+                        fqrv=ACCURATE,
+                        served_request=True,
+                        timestamp_ms=0,
+                        request=Frame({"x": request}),
+                        prediction=Frame({"prediction": batch[i % 64 : i % 64 + 1]}),
+                        latency_ms=1.0,
+                        key=f"order-{i}",
+                    )
+                )
+                del request, batch
+            held = joiner.pending_bytes()
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+
+        assert held <= bound
+        assert used <= bound + 64 * 1024  # the index tables, the intake's empty deque
+        assert all(ref() is None for ref in requests + batches)
+        stats = joiner.joiner_stats()
+        assert stats.evicted > 0
+        assert stats.pending + stats.evicted == 300
+        # the newest are the ones kept, and they still join
+        assert joiner.join(CONTRACT, records(**{"order-299": 35.0})).matched == 1
+
+    def test_a_prediction_alone_over_the_bound_is_evicted_and_counted(
+        self, clock: FakeClock
+    ) -> None:
+        joiner = FeedbackJoiner(clock=clock, max_prediction_bytes=64)
+        joiner.emit(regression(ACCURATE, "k", 1.0))
+
+        assert joiner.join(CONTRACT, records(k=1.0)).unknown == 1
+        assert joiner.stats() == SinkStats(emitted=1, written=1, dropped=1)
+        assert joiner.pending_bytes() == 0
+
+
+class BlockingColumns(Mapping[str, Column]):
+    """Prediction columns whose reading blocks until `release`: holds the indexing midway."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self._go = threading.Event()
+
+    def release(self) -> None:
+        self._go.set()
+
+    def __getitem__(self, name: str) -> Column:
+        self.entered.set()
+        self._go.wait(10)
+        if name != "prediction":
+            raise KeyError(name)
+        return np.array([1.0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["prediction"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+class TestServingPath:
+    def test_emit_does_not_wait_while_predictions_are_being_indexed(
+        self, joiner: FeedbackJoiner
+    ) -> None:
+        columns = BlockingColumns()
+        slow = event(ACCURATE, "slow", prediction=[1.0])
+        joiner.emit(dataclasses.replace(slow, prediction=Frame(columns)))
+        indexer = threading.Thread(target=joiner.catch_up, daemon=True)
+        indexer.start()
+        assert columns.entered.wait(10)  # the indexer holds the index, midway
+
+        emitter = threading.Thread(
+            target=lambda: joiner.emit(regression(ACCURATE, "fast", 1.0)), daemon=True
+        )
+        emitter.start()
+        emitter.join(10)
+        blocked = emitter.is_alive()
+        columns.release()
+        indexer.join(10)
+
+        assert not blocked
+        assert joiner.join(CONTRACT, records(slow=1.0, fast=1.0)).matched == 2
+
+    def test_a_full_intake_drops_and_counts(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, intake_size=3)
+        for i in range(5):
+            joiner.emit(regression(ACCURATE, f"k{i}", 1.0))
+
+        assert joiner.stats() == SinkStats(emitted=5, written=3, dropped=2)
+        joiner.emit(regression(ACCURATE, "k5", 1.0))  # the intake was emptied: room again
+        assert joiner.join(CONTRACT, records(k0=1.0, k3=1.0, k5=1.0)).matched == 2
+
+    def test_calls_on_the_event_loop_expire_a_bounded_share(
+        self, joiner: FeedbackJoiner, clock: FakeClock
+    ) -> None:
+        for i in range(LOOP_EXPIRY_LIMIT * 2 + 500):
+            joiner.emit(regression(ACCURATE, f"k{i}", 1.0))
+        clock.advance(ms=WINDOW_MS + 1)
+
+        # the oldest share is expired first; one met by the join is expired, not joined
+        last = f"k{LOOP_EXPIRY_LIMIT * 2 + 499}"
+        assert joiner.join(CONTRACT, records(**{last: 1.0})).unknown == 1
+        stats = joiner.joiner_stats()  # a second share
+        assert (stats.expired, stats.pending) == (LOOP_EXPIRY_LIMIT * 2 + 1, 499)
+        joiner.catch_up()  # the emitter's thread expires the rest
+        assert joiner.joiner_stats().pending == 0
+
+
 class TestCountersAndSafety:
     def test_joiner_stats_add_up(self, joiner: FeedbackJoiner) -> None:
         joiner.emit(regression(ACCURATE, "a", 1.0))
@@ -395,7 +534,7 @@ class TestCountersAndSafety:
 
         joiner.emit(regression(ACCURATE, "k", 1.0))
 
-        assert joiner.stats() == SinkStats(emitted=0, written=0, dropped=1)
+        assert joiner.stats() == SinkStats(emitted=1, written=0, dropped=1)
 
     def test_concurrent_emits_are_all_counted(self, clock: FakeClock) -> None:
         joiner = FeedbackJoiner(clock=clock, max_predictions=1_000)
@@ -419,6 +558,8 @@ class TestCountersAndSafety:
         [
             {"window_ms": 0},
             {"max_predictions": 0},
+            {"max_prediction_bytes": 0},
+            {"intake_size": 0},
             {"rolling_window": 0},
             {"regression_tolerance_rel": -0.1},
             {"regression_tolerance_rel": math.nan},
