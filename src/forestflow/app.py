@@ -40,7 +40,8 @@ from forestflow.domain.roles import Permission
 from forestflow.errors import ServiceUnavailableError
 from forestflow.feedback.joiner import FeedbackJoiner
 from forestflow.flavors.base import LoadPolicy
-from forestflow.predictionlog.sinks import FanOutSink, PredictionSink
+from forestflow.predictionlog.emitter import PredictionEmitter
+from forestflow.predictionlog.sinks import PredictionSink
 from forestflow.serving.inference import InferenceService
 from forestflow.serving.runner import InProcessRunner
 from forestflow.serving.scheduler import WorkScheduler
@@ -104,13 +105,16 @@ class App:
         self.feedback = FeedbackJoiner(
             clock=self.clock,
             window_ms=int(feedback.window_s * 1000),
+            max_prediction_bytes=feedback.max_prediction_bytes,
             max_predictions=feedback.max_predictions,
             rolling_window=feedback.rolling_window,
             regression_tolerance_rel=feedback.regression_tolerance_rel,
         )
         self.sinks = dict(sinks) if sinks is not None else build_sinks(settings, self.clock)
-        # the joiner sees every event too: feedback joins with what was predicted
-        self.sink = FanOutSink([*self.sinks.values(), self.feedback])
+        # one emitter encodes each event once, off the event loop, for every sink; the
+        # joiner sees every event too and takes its part at once, so feedback sent right
+        # after a response finds its prediction
+        self.sink = PredictionEmitter([*self.sinks.values(), self.feedback])
         self.control = ControlPlane(
             store=self.store,
             runner=self.runner,

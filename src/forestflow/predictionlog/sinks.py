@@ -98,36 +98,3 @@ class MemorySink(PredictionSink):
     def stats(self) -> SinkStats:
         """Every event is written; evictions are drops."""
         return SinkStats(emitted=self._emitted, written=self._emitted, dropped=self._dropped)
-
-
-class FanOutSink(PredictionSink):
-    """Hands every event to each of several sinks (the app's configured list)."""
-
-    wire_name = "fan-out"
-
-    def __init__(self, sinks: list[PredictionSink]) -> None:
-        self.sinks = sinks
-
-    def emit(self, event: PredictionEvent) -> None:
-        """Emit to each sink; sinks never raise."""
-        for sink in self.sinks:
-            sink.emit(event)
-
-    def stats(self) -> SinkStats:
-        """The sums over the sinks."""
-        parts = [sink.stats() for sink in self.sinks]
-        return SinkStats(
-            emitted=sum(p.emitted for p in parts),
-            written=sum(p.written for p in parts),
-            dropped=sum(p.dropped for p in parts),
-        )
-
-    async def start(self) -> None:
-        """Start each sink."""
-        for sink in self.sinks:
-            await sink.start()
-
-    async def close(self) -> None:
-        """Close each sink."""
-        for sink in self.sinks:
-            await sink.close()
