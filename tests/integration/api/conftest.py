@@ -58,8 +58,10 @@ def with_test_defaults(settings: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 async def harness_factory(
-    tmp_path: Path, answered: list[Answered]
+    tmp_path: Path, pytestconfig: pytest.Config
 ) -> AsyncIterator[HarnessFactory]:
+    # a built-in fixture only: other directories import this fixture by name
+    answered = answers_of(pytestconfig)
     started: list[Harness] = []
 
     async def make(
@@ -112,10 +114,15 @@ _ANSWERED = pytest.StashKey[list[Answered]]()
 LAST = "test_every_answered_status_is_declared"
 
 
+def answers_of(config: pytest.Config) -> list[Answered]:
+    """The answers the harness clients received this session, so far."""
+    return config.stash.setdefault(_ANSWERED, [])
+
+
 @pytest.fixture
 def answered(pytestconfig: pytest.Config) -> list[Answered]:
-    """The answers the harness clients received this session, so far."""
-    return pytestconfig.stash.setdefault(_ANSWERED, [])
+    """`answers_of` the session."""
+    return answers_of(pytestconfig)
 
 
 def recorder(answers: list[Answered]) -> Callable[[httpx.Response], Awaitable[None]]:
