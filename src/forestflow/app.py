@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from forestflow import __version__
 from forestflow.api.grpc.server import OpenInferenceGrpcServer
+from forestflow.api.mlflow_scoring import build_mlflow_router
 from forestflow.api.openinference.models import ModelCatalog
 from forestflow.api.openinference.rest import build_openinference_router
 from forestflow.api.rest.admin import build_admin_router
@@ -192,6 +193,12 @@ class App:
         )
         guarded.include_router(build_admin_router(self.tokens, self.control, guard, limit))
         asgi.include_router(guarded)
+        # after the BASIC routes: POST /servable/... keeps matching its deploy route first
+        asgi.include_router(
+            build_mlflow_router(
+                self.control, self.inference, guard, limit, require_ready=self._require_ready
+            )
+        )
         return asgi
 
     def _auth_required(self) -> bool:

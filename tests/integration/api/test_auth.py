@@ -82,6 +82,14 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"): READ,
     ("POST", "/v2/models/{model_name}/infer"): SCORE,
     ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"): SCORE,
+    ("POST", "/{organization}/{project}/{contract_number}/invocations"): SCORE,
+    ("POST", "/{organization}/{project}/{contract_number}/{release_version}/invocations"): SCORE,
+    ("GET", "/{organization}/{project}/{contract_number}/ping"): READ,
+    ("GET", "/{organization}/{project}/{contract_number}/health"): READ,
+    ("GET", "/{organization}/{project}/{contract_number}/version"): READ,
+    ("GET", "/{organization}/{project}/{contract_number}/{release_version}/ping"): READ,
+    ("GET", "/{organization}/{project}/{contract_number}/{release_version}/health"): READ,
+    ("GET", "/{organization}/{project}/{contract_number}/{release_version}/version"): READ,
 }
 
 
