@@ -1,0 +1,195 @@
+"""GraphPipe's routes: `POST /{org}/{project}/{n}/gp` (routed) and `…/{n}/{release}/gp`.
+
+The body is a flatbuffers `Request` (GraphPipe's `graphpipe.fbs`) holding an `InferRequest`
+— answered with an `InferResponse` — or a `MetadataRequest` — answered with a
+`MetadataResponse`; both `application/octet-stream`, with `X-ForestFlow-Servable` naming
+the release that answered (`org.project.n.release`). The route needs the score permission,
+whichever request the body holds (the kind is only known once the body is read).
+
+Errors answer with the status the BASIC API gives the same error (400 for a body that is
+not a `Request`, 404 for an unknown contract or release, 422 for tensors the model cannot
+take, ...) and an `InferResponse` whose `errors` hold one `Error` {code: that status,
+message}. A non-200 status is what GraphPipe's reference server answers and what its
+clients check (graphpipe-py raises `HTTPError`, graphpipe-go returns an error); the original
+ForestFlow put its errors in the same `Error` table, with an HTTP status as the code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from forestflow.api.graphpipe.messages import (
+    MetadataCall,
+    read_request,
+    write_error_response,
+    write_infer_response,
+    write_metadata_response,
+)
+from forestflow.api.graphpipe.service import GraphPipeService
+from forestflow.api.rest.auth import Guard
+from forestflow.api.rest.bodies import check_declared_length, receive_body
+from forestflow.api.rest.endpoints import CONTRACT, SERVABLE
+from forestflow.control.plane import ControlPlane
+from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.domain.roles import Permission
+from forestflow.errors import ForestFlowError, UnsupportedMediaType
+from forestflow.serving.inference import InferenceService
+
+log = logging.getLogger(__name__)
+
+OCTET_STREAM = "application/octet-stream"
+SERVABLE_HEADER = "x-forestflow-servable"
+"""Names the release that answered; GraphPipe's messages have no room for it."""
+INTERNAL_MESSAGE = "internal server error; see the server log"
+ACCEPTED_TYPES = (OCTET_STREAM, "application/x-flatbuffers")
+"""Declared body types taken (besides none: GraphPipe's clients declare none)."""
+
+
+def error_answer(error: ForestFlowError) -> Response:
+    """The error's status, with an `InferResponse` carrying it as its one `Error`."""
+    status = int(error.status)
+    headers = {"content-type": OCTET_STREAM}
+    if status == HTTPStatus.UNAUTHORIZED:
+        headers["www-authenticate"] = "Bearer"  # RFC 9110: name the scheme to use
+    return Response(write_error_response(status, error.describe()), status, headers)
+
+
+class GraphPipeRoute(APIRoute):
+    """A route that answers its errors as GraphPipe `InferResponse`s."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The usual handler (permission checks included), its errors caught."""
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ForestFlowError as error:
+                if error.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+                    log.error("%s %s failed: %s", request.method, request.url.path, error.message)
+                return error_answer(error)
+            except (HTTPException, RequestValidationError):
+                raise
+            except Exception:
+                log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+                body = write_error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
+                return Response(body, 500, {"content-type": OCTET_STREAM})
+
+        return answer
+
+
+def build_graphpipe_router(
+    control: ControlPlane,
+    inference: InferenceService,
+    guard: Guard,
+    max_request_bytes: int,
+    require_ready: Callable[[], None] = lambda: None,
+) -> APIRouter:
+    """GraphPipe's routes. `require_ready` raises `ServiceUnavailableError` until the server
+    has recovered its state (the app's own check, as the BASIC routes use)."""
+    router = APIRouter(route_class=GraphPipeRoute)
+    service = GraphPipeService(control, inference)
+
+    async def graphpipe(
+        request: Request, organization: str, project: str, contract_number: int
+    ) -> Response:
+        require_ready()
+        contract = Contract(organization, project, contract_number)
+        release = request.path_params.get("release_version")
+        check_body_headers(request.headers)
+        check_declared_length(request.headers.get("content-length"), max_request_bytes)
+        call = read_request(await receive_body(request.receive, max_request_bytes))
+        if isinstance(call, MetadataCall):
+            fqrv, metadata = service.metadata(contract, release)
+            return _answer(write_metadata_response(metadata), fqrv)
+        inferred = await service.infer(contract, release, call)
+        return _answer(write_infer_response(inferred.tensors), inferred.fqrv)
+
+    for path, name in ((CONTRACT + "/gp", "graphpipe"), (SERVABLE + "/gp", "graphpipe_release")):
+        router.add_api_route(
+            path,
+            graphpipe,
+            methods=["POST"],
+            name=name,
+            operation_id=name,
+            response_class=Response,
+            dependencies=guard.dependencies(Permission.SCORE),  # type: ignore[arg-type]
+            tags=["GraphPipe"],
+            summary=(
+                "GraphPipe inference or metadata, "
+                + ("through the contract's router" if name == "graphpipe" else "on one release")
+            ),
+            **openapi_options(auth=guard.enabled),
+        )
+    return router
+
+
+def _answer(content: bytes, fqrv: FQRV) -> Response:
+    return Response(content, headers={"content-type": OCTET_STREAM, SERVABLE_HEADER: str(fqrv)})
+
+
+def check_body_headers(headers: Mapping[str, str]) -> None:
+    """415 for a compressed body, or one declared as anything but octet-stream (or
+    flatbuffers); an undeclared one is taken, as GraphPipe's clients send it."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported; send the body uncompressed",
+            field="Content-Encoding",
+        )
+    declared = headers.get("content-type")
+    if declared is None:
+        return
+    if declared.split(";", 1)[0].strip().lower() not in ACCEPTED_TYPES:
+        raise UnsupportedMediaType(
+            f"expected Content-Type: {OCTET_STREAM} (a GraphPipe Request flatbuffer), "
+            f"got {declared!r}",
+            field="Content-Type",
+        )
+
+
+_BINARY = {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}
+_ERRORS: dict[int, str] = {
+    400: "The body is not a GraphPipe Request flatbuffer (or the Host is refused)",
+    404: "Unknown contract, or a release that is not loaded",
+    413: "The body exceeds server.max_request_bytes",
+    415: "The body is declared as something other than application/octet-stream",
+    422: "The tensors do not match the model's inputs, or an output name is unknown",
+    500: "The model failed",
+    503: "The server is recovering its state",
+}
+
+
+def openapi_options(*, auth: bool) -> dict[str, Any]:
+    """The OpenAPI declaration of a GraphPipe route: binary body and answers."""
+    errors = dict(_ERRORS)
+    errors[401] = "A bearer token is required"
+    errors[403] = "The token's role may not score"
+    responses: dict[int | str, Any] = {
+        200: {"description": "An InferResponse or a MetadataResponse", "content": _BINARY},
+        **{
+            status: {"description": f"{why}: an InferResponse with one Error", "content": _BINARY}
+            for status, why in sorted(errors.items())
+        },
+    }
+    extra: dict[str, Any] = {
+        "requestBody": {
+            "required": True,
+            "description": "A GraphPipe Request (graphpipe.fbs) holding an InferRequest or a "
+            "MetadataRequest",
+            "content": _BINARY,
+        }
+    }
+    if auth:
+        extra["security"] = [{"bearerAuth": []}]
+    return {"responses": responses, "openapi_extra": extra}
