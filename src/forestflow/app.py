@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from forestflow import __version__
+from forestflow.api.graphpipe import build_graphpipe_router
 from forestflow.api.grpc.server import OpenInferenceGrpcServer
 from forestflow.api.mlflow_scoring import build_mlflow_router
 from forestflow.api.openinference.models import ModelCatalog
@@ -194,11 +195,10 @@ class App:
         guarded.include_router(build_admin_router(self.tokens, self.control, guard, limit))
         asgi.include_router(guarded)
         # after the BASIC routes: POST /servable/... keeps matching its deploy route first
-        asgi.include_router(
-            build_mlflow_router(
-                self.control, self.inference, guard, limit, require_ready=self._require_ready
+        for build in (build_mlflow_router, build_graphpipe_router):
+            asgi.include_router(
+                build(self.control, self.inference, guard, limit, require_ready=self._require_ready)
             )
-        )
         return asgi
 
     def _auth_required(self) -> bool:

@@ -90,6 +90,8 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/{organization}/{project}/{contract_number}/{release_version}/ping"): READ,
     ("GET", "/{organization}/{project}/{contract_number}/{release_version}/health"): READ,
     ("GET", "/{organization}/{project}/{contract_number}/{release_version}/version"): READ,
+    ("POST", "/{organization}/{project}/{contract_number}/gp"): SCORE,
+    ("POST", "/{organization}/{project}/{contract_number}/{release_version}/gp"): SCORE,
 }
 
 
