@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks.models import FEATURES, ReferenceModel
-from benchmarks.protocols import FORESTFLOW_BASIC
+from benchmarks.protocols import FORESTFLOW_BASIC, OPEN_INFERENCE_V2
 from benchmarks.servers import PROJECT, Launch, ServerSpec, http
 
 FORESTFLOW = PROJECT / ".venv" / "bin" / "forestflow"
@@ -70,7 +70,12 @@ def _shadow_note(model: ReferenceModel):
     return note
 
 
-def forestflow(model: ReferenceModel, runtime: str, log_level: str, shadows: int = 0) -> ServerSpec:
+def forestflow(
+    model: ReferenceModel, runtime: str, log_level: str, shadows: int = 0, *, v2: bool = False
+) -> ServerSpec:
+    """ForestFlow serving `model`; scored with the BASIC API, or with `v2` the Open
+    Inference Protocol over REST (one 2-D tensor in the model's feature order)."""
+
     def launch(port: int, scratch: Path) -> Launch:
         argv = [
             str(FORESTFLOW),
@@ -92,12 +97,15 @@ def forestflow(model: ReferenceModel, runtime: str, log_level: str, shadows: int
         return Launch(argv, env, cwd=model.directory.parent.parent)
 
     label = f"ForestFlow {runtime}, log {log_level}" + (f", {shadows} shadows" if shadows else "")
+    if v2:
+        label += ", Open Inference REST"
+    model_name = _contract(model).replace("/", ".")
     return ServerSpec(
         label,
         model,
         runtime,
-        FORESTFLOW_BASIC,
-        f"/{_contract(model)}/score",
+        OPEN_INFERENCE_V2 if v2 else FORESTFLOW_BASIC,
+        f"/v2/models/{model_name}/infer" if v2 else f"/{_contract(model)}/score",
         "/health/ready",
         launch,
         after_ready=_deploy(model, runtime, log_level, shadows + 1),

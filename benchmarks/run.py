@@ -46,6 +46,7 @@ def specs(model: ReferenceModel) -> list[ServerSpec]:
         forestflow(model, "sklearn", "FULL"),
         forestflow(model, "onnx", "NONE"),
         forestflow(model, "onnx", "FULL"),
+        forestflow(model, "onnx", "FULL", v2=True),
     ]
     if model.name == "GB":
         line.append(forestflow(model, "sklearn", "FULL", shadows=2))

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from forestflow.api.graphpipe import build_graphpipe_router
 from forestflow.app import App, create_app
 from forestflow.config import Settings
 from forestflow.predictionlog.sinks import MemorySink
@@ -21,18 +20,6 @@ TRUSTING: dict[str, dict[str, Any]] = {
     "storage": {"local_roots": ["/"], "allow_private_hosts": True},
     "security": {"allow_unsafe_formats": True},
 }
-
-
-def mount(app: App) -> None:
-    """Mount GraphPipe's routes as app.py will (issue 10, scope 4)."""
-    router = build_graphpipe_router(
-        app.control,
-        app.inference,
-        app.guard,
-        app.settings.server.max_request_bytes,
-        require_ready=app._require_ready,
-    )
-    app.api.include_router(router)  # the framework app, behind the score lane
 
 
 @dataclass
@@ -62,7 +49,6 @@ async def graphpipe_harness_factory(
         config = Settings(data_dir=data_dir, seed=7, **merged)
         sink = MemorySink()
         app = create_app(config, clock=FakeClock(), sinks={"memory": sink})
-        mount(app)
         await app.start(periodic=False)
         assert app.ready, app.startup_error
         client = httpx.AsyncClient(

@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 
-from forestflow.api.openinference.rest import build_openinference_router
 from forestflow.app import App, create_app
 from forestflow.config import Settings
 from forestflow.predictionlog.sinks import MemorySink
@@ -66,15 +65,6 @@ class OipHarness:
 OipHarnessFactory = Callable[..., Awaitable[OipHarness]]
 
 
-def mount(app: App) -> None:
-    """Mount the protocol's REST routes as app.py will (issue 10)."""
-    limit = app.settings.server.max_request_bytes
-    router = build_openinference_router(
-        app.control, app.inference, app.guard, limit, require_ready=app._require_ready
-    )
-    app.api.include_router(router)  # the framework app, behind the score lane
-
-
 @pytest.fixture
 async def oip_harness_factory(tmp_path: Path) -> AsyncIterator[OipHarnessFactory]:
     started: list[OipHarness] = []
@@ -90,7 +80,6 @@ async def oip_harness_factory(tmp_path: Path) -> AsyncIterator[OipHarnessFactory
         config = Settings(data_dir=directory, seed=7, **merged)
         clock, sink = FakeClock(), MemorySink()
         app = create_app(config, clock=clock, sinks={"memory": sink})
-        mount(app)
         if start:
             await app.start(periodic=False)
             assert app.ready, app.startup_error
