@@ -66,10 +66,11 @@ def serve(
 ) -> None:
     """Start the server; SIGTERM or Ctrl-C stop it gracefully."""
     import uvicorn  # noqa: PLC0415 - keeps `forestflow --help` fast
+    from pydantic import ValidationError  # noqa: PLC0415
 
     from forestflow.api.connections import uvicorn_options  # noqa: PLC0415
     from forestflow.app import StartupError, create_app  # noqa: PLC0415
-    from forestflow.config import load_settings  # noqa: PLC0415
+    from forestflow.config import describe_settings_error, load_settings  # noqa: PLC0415
     from forestflow.store.sqlite import StoreError  # noqa: PLC0415
 
     try:
@@ -84,6 +85,8 @@ def serve(
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         app = create_app(settings, reinitialize=reinitialize)
+    except ValidationError as error:
+        _fail(f"cannot start: {describe_settings_error(error)}")
     except (ValueError, StartupError, StoreError, OSError) as error:
         _fail(f"cannot start: {error}")
     config = uvicorn.Config(

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,7 +23,14 @@ from pydantic_settings import (
 DEFAULT_PORT = 8090
 
 
-class ServerSettings(BaseModel):
+class _Group(BaseModel):
+    """A group of settings (`[server]`, `FORESTFLOW_SERVER__…`): unknown keys are refused,
+    so a misspelt setting stops the server instead of being silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Group):
     """The HTTP listener."""
 
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 for every interface.")
@@ -56,7 +63,7 @@ class ServerSettings(BaseModel):
     )
 
 
-class SchedulingSettings(BaseModel):
+class SchedulingSettings(_Group):
     """How models run: worker threads, and the shadow queue."""
 
     workers: int = Field(
@@ -85,7 +92,7 @@ class SchedulingSettings(BaseModel):
         return self.max_shadow_workers or max(1, self.workers - 1)
 
 
-class ControlSettings(BaseModel):
+class ControlSettings(_Group):
     """The control plane's periodic work."""
 
     evaluation_interval_s: float = Field(
@@ -99,7 +106,7 @@ class ControlSettings(BaseModel):
     )
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Group):
     """Where remote artifacts come from (SPEC §2.2)."""
 
     s3_endpoint_url: str | None = Field(
@@ -137,7 +144,7 @@ class StorageSettings(BaseModel):
     )
 
 
-class SecuritySettings(BaseModel):
+class SecuritySettings(_Group):
     """Who may call the server, and what a caller may make it do (docs/security.md)."""
 
     auth: Literal["auto", "required", "off"] = Field(
@@ -164,7 +171,7 @@ class SecuritySettings(BaseModel):
     )
 
 
-class FileSinkSettings(BaseModel):
+class FileSinkSettings(_Group):
     """Prediction events as rotating JSON Lines files (the embedded default)."""
 
     enabled: bool = Field(True, description="Write prediction events to files.")
@@ -183,7 +190,7 @@ class FileSinkSettings(BaseModel):
     )
 
 
-class KafkaSinkSettings(BaseModel):
+class KafkaSinkSettings(_Group):
     """Prediction events to Kafka (enabled by setting `bootstrap_servers`)."""
 
     bootstrap_servers: str | None = Field(
@@ -206,14 +213,14 @@ class KafkaSinkSettings(BaseModel):
     )
 
 
-class PredictionLogSettings(BaseModel):
+class PredictionLogSettings(_Group):
     """Where prediction events go (SPEC §5)."""
 
     files: FileSinkSettings = Field(default_factory=FileSinkSettings)  # type: ignore[arg-type]
     kafka: KafkaSinkSettings = Field(default_factory=KafkaSinkSettings)  # type: ignore[arg-type]
 
 
-class FeedbackSettings(BaseModel):
+class FeedbackSettings(_Group):
     """How ground truth is joined with logged predictions (SPEC §6)."""
 
     window_s: float = Field(
@@ -314,3 +321,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(toml_file=path)
 
     return FileSettings(**overrides)
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """A configuration error in a sentence per problem, naming the setting as it is written
+    in the config file (`server.port`) and in the environment (`FORESTFLOW_SERVER__PORT`)."""
+    problems = []
+    for item in error.errors(include_url=False):
+        dotted = ".".join(str(part) for part in item["loc"]) or "settings"
+        variable = "FORESTFLOW_" + "__".join(str(part).upper() for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            problem = "is not a setting (check its spelling; docs/configuration.md lists them)"
+        else:
+            problem = f"{item['msg']} (got {item.get('input')!r})"
+        problems.append(f"{dotted} ({variable}) {problem}")
+    return "invalid configuration: " + "; ".join(problems)

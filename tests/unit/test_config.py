@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from forestflow.config import load_settings
+from forestflow.config import describe_settings_error, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +73,45 @@ class TestValidation:
     def test_evaluation_runs_at_least_once_a_second(self) -> None:
         with pytest.raises(ValidationError, match="evaluation_interval_s"):
             load_settings(control={"evaluation_interval_s": 2})
+
+
+class TestMisspeltSettings:
+    """A typo in a setting stops the server, naming the setting both ways it is written."""
+
+    def test_a_misspelt_key_in_a_file_group_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "forestflow.toml"
+        path.write_text("[server]\nprot = 18095\n")
+        with pytest.raises(ValidationError) as raised:
+            load_settings(path)
+        message = describe_settings_error(raised.value)
+        assert "server.prot (FORESTFLOW_SERVER__PROT) is not a setting" in message
+        assert "pydantic" not in message
+
+    def test_a_misspelt_environment_variable_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FORESTFLOW_SERVER__PROT", "18095")
+        with pytest.raises(ValidationError) as raised:
+            load_settings()
+        assert "server.prot (FORESTFLOW_SERVER__PROT)" in describe_settings_error(raised.value)
+
+    def test_a_bad_value_says_what_was_given(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("FORESTFLOW_SCHEDULING__MAX_BATCH_SIZE", "lots")
+        with pytest.raises(ValidationError) as raised:
+            load_settings()
+        message = describe_settings_error(raised.value)
+        assert message.startswith("invalid configuration: scheduling.max_batch_size")
+        assert "'lots'" in message
+
+    def test_the_server_refuses_to_start_with_one_message(self, tmp_path: Path) -> None:
+        path = tmp_path / "forestflow.toml"
+        path.write_text("[server]\nprot = 18095\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "forestflow.cli", "serve", "--config", str(path),
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert "server.prot (FORESTFLOW_SERVER__PROT) is not a setting" in result.stderr
+        assert "errors.pydantic.dev" not in result.stderr
+        assert not (tmp_path / "data").exists()
