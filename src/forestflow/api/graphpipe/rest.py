@@ -17,14 +17,11 @@ ForestFlow put its errors in the same `Error` table, with an HTTP status as the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -39,6 +36,7 @@ from forestflow.api.graphpipe.service import GraphPipeService
 from forestflow.api.rest.auth import Guard
 from forestflow.api.rest.bodies import check_declared_length, receive_body
 from forestflow.api.rest.endpoints import CONTRACT, SERVABLE
+from forestflow.api.rest.errors import INTERNAL_MESSAGE, protocol_route
 from forestflow.control.plane import ControlPlane
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.roles import Permission
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 OCTET_STREAM = "application/octet-stream"
 SERVABLE_HEADER = "x-forestflow-servable"
 """Names the release that answered; GraphPipe's messages have no room for it."""
-INTERNAL_MESSAGE = "internal server error; see the server log"
 ACCEPTED_TYPES = (OCTET_STREAM, "application/x-flatbuffers")
 """Declared body types taken (besides none: GraphPipe's clients declare none)."""
 
@@ -64,28 +61,13 @@ def error_answer(error: ForestFlowError) -> Response:
     return Response(write_error_response(status, error.describe()), status, headers)
 
 
-class GraphPipeRoute(APIRoute):
-    """A route that answers its errors as GraphPipe `InferResponse`s."""
+def _internal_answer() -> Response:
+    body = write_error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
+    return Response(body, 500, {"content-type": OCTET_STREAM})
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The usual handler (permission checks included), its errors caught."""
-        handler = super().get_route_handler()
 
-        async def answer(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ForestFlowError as error:
-                if error.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-                    log.error("%s %s failed: %s", request.method, request.url.path, error.message)
-                return error_answer(error)
-            except (HTTPException, RequestValidationError):
-                raise
-            except Exception:
-                log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-                body = write_error_response(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
-                return Response(body, 500, {"content-type": OCTET_STREAM})
-
-        return answer
+GraphPipeRoute = protocol_route(error_answer, _internal_answer)
+"""A route that answers its errors as GraphPipe `InferResponse`s."""
 
 
 def build_graphpipe_router(

@@ -16,8 +16,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from forestflow.api.openinference.errors import INTERNAL_MESSAGE, protocol_status
+from forestflow.api.openinference.errors import protocol_status
 from forestflow.api.rest.auth import Guard
+from forestflow.api.rest.errors import INTERNAL_MESSAGE
 from forestflow.domain.roles import Permission
 from forestflow.errors import ForestFlowError
 

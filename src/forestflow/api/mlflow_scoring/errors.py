@@ -13,9 +13,8 @@ from http import HTTPStatus
 
 import orjson
 
+from forestflow.api.rest.errors import INTERNAL_MESSAGE
 from forestflow.errors import ForestFlowError, NoActiveServablesForContract
-
-INTERNAL_MESSAGE = "internal server error; see the server log"
 
 _BY_STATUS: dict[HTTPStatus, tuple[HTTPStatus, str]] = {
     HTTPStatus.BAD_REQUEST: (HTTPStatus.BAD_REQUEST, "BAD_REQUEST"),

@@ -17,32 +17,29 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from forestflow import __version__
 from forestflow.api.mlflow_scoring.csv_body import parse_csv
-from forestflow.api.mlflow_scoring.errors import error_answer, internal_answer, mlflow_status
+from forestflow.api.mlflow_scoring.errors import error_answer, internal_answer
 from forestflow.api.mlflow_scoring.inputs import contract_inputs, servable_inputs
 from forestflow.api.mlflow_scoring.payloads import ModelInputs, parse_payload
 from forestflow.api.mlflow_scoring.predictions import predictions_body
 from forestflow.api.rest.auth import Guard
 from forestflow.api.rest.bodies import check_declared_length, parse_json, receive_body
 from forestflow.api.rest.endpoints import CONTRACT, SERVABLE, route_adder
+from forestflow.api.rest.errors import protocol_route
 from forestflow.control.plane import ControlPlane
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.roles import Permission
 from forestflow.errors import (
-    ForestFlowError,
     MalformedRequest,
     NoActiveServablesForContract,
     UnsupportedMediaType,
@@ -59,28 +56,15 @@ PING_BODY = b"\n"
 """What MLflow's ping and health answer, as `application/json`."""
 
 
-class MlflowScoringRoute(APIRoute):
-    """A route that answers its errors in MLflow's form."""
+def _answer(parts: tuple[int, bytes, dict[str, str]]) -> Response:
+    status, content, headers = parts
+    return Response(content, status_code=status, headers=headers)
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The usual handler (permission checks included), its errors caught."""
-        handler = super().get_route_handler()
 
-        async def answer(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ForestFlowError as error:
-                if mlflow_status(error)[0] >= 500:
-                    log.error("%s %s failed: %s", request.method, request.url.path, error.message)
-                status, content, headers = error_answer(error)
-            except (HTTPException, RequestValidationError):
-                raise
-            except Exception:
-                log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-                status, content, headers = internal_answer()
-            return Response(content, status_code=status, headers=headers)
-
-        return answer
+MlflowScoringRoute = protocol_route(
+    lambda error: _answer(error_answer(error)), lambda: _answer(internal_answer())
+)
+"""A route that answers its errors in MLflow's form."""
 
 
 def build_mlflow_router(

@@ -14,8 +14,6 @@ from http import HTTPStatus
 
 from forestflow.errors import ForestFlowError, NoActiveServablesForContract, ServiceUnavailableError
 
-INTERNAL_MESSAGE = "internal server error; see the server log"
-
 
 @dataclass(frozen=True, slots=True)
 class ProtocolStatus:

@@ -9,20 +9,17 @@ the protocol has it ("a 4xx status code indicates false").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from forestflow import __version__
-from forestflow.api.openinference.errors import INTERNAL_MESSAGE, is_ready_now, protocol_status
+from forestflow.api.openinference.errors import is_ready_now, protocol_status
 from forestflow.api.openinference.models import ModelCatalog, ModelMetadata
 from forestflow.api.openinference.rest_codec import (
     RestInferRequest,
@@ -38,6 +35,7 @@ from forestflow.api.rest.bodies import (
     receive_body,
 )
 from forestflow.api.rest.endpoints import route_adder
+from forestflow.api.rest.errors import INTERNAL_MESSAGE, protocol_route
 from forestflow.api.rest.responses import JSONResponse
 from forestflow.control.plane import ControlPlane
 from forestflow.domain.roles import Permission
@@ -61,27 +59,12 @@ def error_response(error: ForestFlowError) -> Response:
     return Response(content, status_code=status, headers=headers)
 
 
-class OpenInferenceRoute(APIRoute):
-    """A route that answers its errors in the protocol's form."""
+def _internal_response() -> Response:
+    return JSONResponse({"error": INTERNAL_MESSAGE}, status_code=500)
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The usual handler (permission checks included), its errors caught."""
-        handler = super().get_route_handler()
 
-        async def answer(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ForestFlowError as error:
-                if protocol_status(error).http >= 500:
-                    log.error("%s %s failed: %s", request.method, request.url.path, error.message)
-                return error_response(error)
-            except (HTTPException, RequestValidationError):
-                raise
-            except Exception:
-                log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-                return JSONResponse({"error": INTERNAL_MESSAGE}, status_code=500)
-
-        return answer
+OpenInferenceRoute = protocol_route(error_response, _internal_response)
+"""A route that answers its errors in the protocol's form."""
 
 
 def build_openinference_router(

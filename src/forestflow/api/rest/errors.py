@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +20,9 @@ from forestflow.domain.codec import encode
 from forestflow.errors import ForestFlowError, InvalidField
 
 log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal server error; see the server log"
+"""All an unexpected failure tells the client, in every protocol: the rest is in the log."""
 
 
 def error_response(error: ForestFlowError) -> JSONResponse:
@@ -100,5 +105,38 @@ class InternalErrorMiddleware:
 
 def internal_error_response() -> JSONResponse:
     """The 500 for an unexpected exception: no detail for the client, all in the log."""
-    body = {"InternalServerError": {"errorMessage": "internal server error; see the server log"}}
+    body = {"InternalServerError": {"errorMessage": INTERNAL_MESSAGE}}
     return JSONResponse(body, status_code=500)
+
+
+def protocol_route(
+    error_response: Callable[[ForestFlowError], Response],
+    internal_response: Callable[[], Response],
+) -> type[APIRoute]:
+    """A route class for a protocol that answers errors in its own form: a ForestFlow error
+    becomes `error_response(error)` (logged when it is the server's own, 5xx), anything
+    unexpected `internal_response()`; the framework's own HTTP errors pass through."""
+
+    class ProtocolRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def answer(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except ForestFlowError as error:
+                    response = error_response(error)
+                    if response.status_code >= 500:
+                        log.error(
+                            "%s %s failed: %s", request.method, request.url.path, error.message
+                        )
+                    return response
+                except (HTTPException, RequestValidationError):
+                    raise
+                except Exception:
+                    log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+                    return internal_response()
+
+            return answer
+
+    return ProtocolRoute

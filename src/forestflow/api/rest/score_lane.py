@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from forestflow.api.openinference.errors import INTERNAL_MESSAGE
 from forestflow.api.openinference.models import ModelCatalog
 from forestflow.api.openinference.rest import (
     HEADER_LENGTH,
@@ -43,7 +42,7 @@ from forestflow.api.rest.bodies import (
     receive_body,
 )
 from forestflow.api.rest.converters import parse_inference_request, prediction_body
-from forestflow.api.rest.errors import answer, internal_error_response
+from forestflow.api.rest.errors import INTERNAL_MESSAGE, answer, internal_error_response
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.roles import Permission
 from forestflow.errors import ForestFlowError
