@@ -189,6 +189,33 @@ class TestInfer:
             )
             assert fp32(output["data"]) == expected
 
+    async def test_a_model_name_follows_what_its_contract_serves(self, harness: OipHarness) -> None:
+        """What a name resolves to is remembered per route: a new main release with other
+        inputs, a deleted release and a deleted contract are seen at once."""
+        matrix = {"inputs": [tensor("m", "FP64", POWERPLANT_ROWS, [2, 4])]}
+        assert (await infer(harness, MODEL, matrix))["model_version"] == "v1"
+        assert (await infer(harness, MODEL + "/versions/v1", matrix))["model_version"] == "v1"
+
+        await deploy(harness, serve_body("v2", path=CHURN, flavor=ONNX_ONLY))
+        churn = await infer(harness, MODEL, {"inputs": churn_inputs()})
+        expected = await infer(harness, CHURN_MODEL, {"inputs": churn_inputs()})
+        refused = await harness.client.post(MODEL + "/infer", json=matrix)
+        deleted = await harness.client.delete("/samples/energy_output/0/v1")
+        gone = await harness.client.post(MODEL + "/versions/v1/infer", json=matrix)
+        await harness.client.delete("/samples/energy_output/0/v2")
+        contract_gone = await harness.client.delete("/samples/energy_output/0")
+        no_contract = await harness.client.post(MODEL + "/infer", json=matrix)
+
+        assert churn["model_version"] == "v2"
+        assert outputs(churn) == outputs(expected)
+        assert refused.status_code == 400, refused.text
+        # the matrix's columns are now the churn model's inputs, in its order
+        assert refused.json()["error"].startswith("tenure_months: expects Int64 values")
+        assert deleted.status_code == 200, deleted.text
+        assert gone.status_code == 404, gone.text
+        assert contract_gone.status_code == 200, contract_gone.text
+        assert no_contract.status_code == 404, no_contract.text
+
     async def test_null_is_a_missing_value_where_the_model_takes_one(
         self, harness: OipHarness
     ) -> None:

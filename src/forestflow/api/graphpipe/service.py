@@ -20,6 +20,7 @@ from forestflow.api.graphpipe.messages import GraphPipeTensor, InferCall, IOSpec
 from forestflow.api.graphpipe.tensors import TYPE_NAMES, input_tensor, output_tensors, type_of
 from forestflow.api.openinference.codec import (
     InferRequest,
+    InputLayout,
     check_outputs,
     configs_of,
     outputs_of,
@@ -85,8 +86,9 @@ class GraphPipeService:
         wanted = call.output_names or None
         request = InferRequest(_inputs(call, signature), configs(call.config), wanted)
         try:
-            check_outputs(signature, wanted)
-            frame: Frame = to_frame(request, signature)
+            layout = InputLayout.of(signature)
+            check_outputs(layout, wanted)
+            frame: Frame = to_frame(request, layout)
         except ForestFlowError as error:
             raise _renamed(error) from None
         if release is None:

@@ -24,6 +24,25 @@ MAX_2D = 2
 
 
 @dataclass(frozen=True, slots=True)
+class InputLayout:
+    """What decoding a request needs from a model's signature, worked out once per model:
+    its input names in order, each input's spec, and the outputs it names."""
+
+    names: tuple[str, ...]
+    specs: Mapping[str, FeatureSpec]
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, signature: ModelSignature) -> InputLayout:
+        """The layout of a model with `signature`."""
+        return cls(
+            tuple(signature.input_names),
+            {spec.name: spec for spec in signature.inputs},
+            tuple(spec.name for spec in signature.outputs),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class InferRequest:
     """A decoded inference request, before it meets a model."""
 
@@ -44,7 +63,7 @@ def configs_of(parameters: Mapping[str, Any], field: str = "parameters") -> dict
     return configs
 
 
-def to_frame(request: InferRequest, signature: ModelSignature) -> Frame:
+def to_frame(request: InferRequest, layout: InputLayout) -> Frame:
     """The request's tensors as the columns of one frame (rows = the first dimension).
 
     Numeric and BOOL tensors become the frame's blocks (a 2-D tensor one matrix), so that
@@ -52,13 +71,13 @@ def to_frame(request: InferRequest, signature: ModelSignature) -> Frame:
     """
     if not request.inputs:
         raise invalid("the request has no input tensors", "inputs")
-    specs = {spec.name: spec for spec in signature.inputs}
+    specs = layout.specs
     parts: list[Block | dict[str, Column]] = []
     seen: set[str] = set()
     rows: int | None = None
     for i, tensor in enumerate(request.inputs):
         field = f"inputs[{i}]"
-        names, matrix = _layout(tensor, signature, field)
+        names, matrix = _layout(tensor, layout, field)
         twice = seen.intersection(names)
         if twice:
             raise invalid(f"feature {min(twice)!r} is given twice", field)
@@ -85,9 +104,7 @@ def to_frame(request: InferRequest, signature: ModelSignature) -> Frame:
     return Frame(columns, request.configs, blocks)
 
 
-def _layout(
-    tensor: InputTensor, signature: ModelSignature, field: str
-) -> tuple[tuple[str, ...], Column]:
+def _layout(tensor: InputTensor, layout: InputLayout, field: str) -> tuple[tuple[str, ...], Column]:
     """The feature names a tensor carries, and its data as a matrix [rows, features]."""
     shape = tensor.shape
     if not 1 <= len(shape) <= MAX_2D:
@@ -96,8 +113,8 @@ def _layout(
             "feature, or one [rows, n_features] tensor",
             f"{field}.shape",
         )
-    names = signature.input_names
-    if len(shape) == 1 or (shape[1] == 1 and (tensor.name in names or not names)):
+    names = layout.names
+    if len(shape) == 1 or (shape[1] == 1 and (tensor.name in layout.specs or not names)):
         return (tensor.name,), tensor.data.reshape(shape[0], 1)
     matrix = tensor.data.reshape(shape)
     if not names:  # the model takes fields in request order
@@ -108,7 +125,7 @@ def _layout(
             f"({', '.join(names)}); tensor {tensor.name!r} has {shape[1]}",
             f"{field}.shape",
         )
-    return tuple(names), matrix
+    return names, matrix
 
 
 def _typed_column(column: Column, spec: FeatureSpec | None, field: str) -> Column:
@@ -148,15 +165,14 @@ def outputs_of(prediction: Frame, wanted: Sequence[str] | None) -> list[OutputTe
     return [output_tensor(name, np.asarray(prediction[name])) for name in names]
 
 
-def check_outputs(signature: ModelSignature, wanted: Sequence[str] | None) -> None:
+def check_outputs(layout: InputLayout, wanted: Sequence[str] | None) -> None:
     """Refuse unknown requested outputs before scoring, when the model names its outputs."""
-    if wanted is None or not signature.outputs:
+    if wanted is None or not layout.outputs:
         return
-    known = {spec.name for spec in signature.outputs}
-    unknown = [name for name in wanted if name not in known]
+    unknown = [name for name in wanted if name not in layout.outputs]
     if unknown:
         raise invalid(
             f"unknown output(s) {', '.join(map(repr, unknown))}; the model gives "
-            f"{', '.join(repr(spec.name) for spec in signature.outputs)}",
+            f"{', '.join(map(repr, layout.outputs))}",
             "outputs",
         )

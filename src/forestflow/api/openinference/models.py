@@ -10,16 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from forestflow.api.openinference.codec import InferRequest, check_outputs, outputs_of, to_frame
+from forestflow.api.openinference.codec import (
+    InferRequest,
+    InputLayout,
+    check_outputs,
+    outputs_of,
+    to_frame,
+)
 from forestflow.api.openinference.datatypes import OutputTensor, datatype_of_tensor_type, invalid
 from forestflow.control.plane import ControlPlane
+from forestflow.control.routes import ContractRoute
 from forestflow.domain.fqrv import FQRV, Contract
-from forestflow.domain.frame import Frame
 from forestflow.domain.signature import FeatureSpec, ModelSignature
 from forestflow.errors import ForestFlowError, NoActiveServablesForContract, UnknownContract
 from forestflow.serving.inference import InferenceService
 
 PLATFORM = "forestflow"
+MAX_REMEMBERED = 4096
+"""Model names and scoring targets remembered; only those that existed are, and the memory
+starts over when it is full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +61,44 @@ class Inferred:
     outputs: list[OutputTensor]
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a model name and version score, as of one route of the contract."""
+
+    route: ContractRoute
+    fqrv: FQRV
+    """The release named, or the one whose signature stands for the contract."""
+    layout: InputLayout
+
+
 class ModelCatalog:
-    """The protocol's view of the control plane and the inference service."""
+    """The protocol's view of the control plane and the inference service.
+
+    What a request to a model resolves to (its contract, the release that describes it and
+    that release's input layout) is worked out once per route of the contract: a route is
+    replaced whole whenever what the contract serves changes, so a target made for the
+    current route is current.
+    """
 
     def __init__(self, control: ControlPlane, inference: InferenceService) -> None:
         self._control = control
         self._inference = inference
+        self._names: dict[str, Contract] = {}
+        self._targets: dict[tuple[str, str], _Target] = {}
 
     def contract(self, name: str) -> Contract:
         """The contract a model name stands for; 404 when there is none."""
+        known = self._names.get(name)
+        if known is not None:
+            return self._known(known)
+        contract = self._parse(name)
+        if name.count(".") == 2:  # splits one way only: the name always means this contract
+            if len(self._names) >= MAX_REMEMBERED:
+                self._names.clear()
+            self._names[name] = contract
+        return contract
+
+    def _parse(self, name: str) -> Contract:
         prefix, _, number = name.rpartition(".")
         if not (prefix and "." in prefix and number.isascii() and number.isdigit()):
             raise invalid(
@@ -130,21 +168,28 @@ class ModelCatalog:
 
     async def infer(self, name: str, version: str, request: InferRequest) -> Inferred:
         """Score the request on the version, or on the contract through its router."""
+        target = self._target(name, version)
+        check_outputs(target.layout, request.outputs)
+        frame = to_frame(request, target.layout)
         if version:
-            fqrv = self.servable(name, version)
-            frame = self._frame(fqrv, request)
-            scored = await self._inference.score_servable(fqrv, frame)
+            scored = await self._inference.score_servable(target.fqrv, frame)
         else:
-            contract = self.contract(name)
-            frame = self._frame(self._described(contract), request)
-            scored = await self._inference.score(contract, frame)
+            scored = await self._inference.score(target.fqrv.contract, frame)
         outputs = outputs_of(scored.prediction, request.outputs)
         return Inferred(name, scored.fqrv.release_version, outputs)
 
-    def _frame(self, fqrv: FQRV, request: InferRequest) -> Frame:
-        signature = self._control.signature(fqrv)
-        check_outputs(signature, request.outputs)
-        return to_frame(request, signature)
+    def _target(self, name: str, version: str) -> _Target:
+        contract = self._names.get(name) or self.contract(name)
+        route = self._control.route(contract)  # 404 for a contract deleted since
+        target = self._targets.get((name, version))
+        if target is not None and target.route is route:
+            return target
+        fqrv = self.servable(name, version) if version else self._described(contract)
+        target = _Target(route, fqrv, InputLayout.of(self._control.signature(fqrv)))
+        if len(self._targets) >= MAX_REMEMBERED:
+            self._targets.clear()
+        self._targets[(name, version)] = target
+        return target
 
 
 def _contract(organization: str, project: str, number: str) -> Contract | None:

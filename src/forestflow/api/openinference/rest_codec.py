@@ -205,6 +205,8 @@ def _check_range(present: Column, dtype: np.dtype[Any], datatype: str, field: st
 
 
 def _cast(array: Column, dtype: np.dtype[Any], datatype: str, field: str) -> Column:
+    if array.dtype == dtype:
+        return array
     with np.errstate(over="ignore"):
         cast = array.astype(dtype, copy=False)
     if dtype.kind == "f" and np.any(np.isinf(cast) & ~np.isinf(array)):
