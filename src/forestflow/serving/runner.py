@@ -17,6 +17,7 @@ from forestflow.domain.frame import Frame, Layout
 from forestflow.domain.signature import ModelSignature, conform
 from forestflow.errors import ForestFlowError, ModelFailedError, UnknownServable
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
+from forestflow.serving import heap
 from forestflow.serving.batching import BatchStats, Outcome, ServedBatcher, shape_key, split, stack
 from forestflow.serving.scheduler import ShadowBatch, WorkScheduler
 
@@ -119,6 +120,7 @@ class _Slot:
                 self.model.close()
             except Exception:  # a failing close must not break the caller's request
                 log.exception("closing servable %s failed", self.fqrv)
+            heap.release()
 
 
 class InProcessRunner:
@@ -145,6 +147,7 @@ class InProcessRunner:
     ) -> ModelSignature:
         """Load the model on a worker thread (loading is CPU-bound), within the load policy."""
         model = await asyncio.to_thread(flavor.load, directory, self._load_policy)
+        heap.settle()  # the model and its libraries live as long as the servable
         previous = self._slots.pop(fqrv, None)
         self._slots[fqrv] = self._new_slot(fqrv, model, max_batch_size or self._max_batch_size)
         if previous is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,3 +107,38 @@ class TestStopWhileInUse:
         await runner._scheduler.shadow_idle()
         assert outcomes == [[2.0, 4.0]]
         assert flavor.model.closed
+
+
+class Cycle:
+    """Something a model leaves behind in a reference cycle."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_a_loaded_model_is_frozen_and_what_a_closed_one_leaves_is_collected(
+    runner: InProcessRunner,
+) -> None:
+    """Full collections do not walk a loaded model (its objects are frozen); once the model
+    is closed, the next full collection frees its cycles and what is alive is frozen again."""
+    fqrv = make_fqrv()
+    flavor = GatedFlavor()
+    gc.disable()  # only the collections below: none frees the cycle before the freeze
+    try:
+        left_behind = weakref.ref(Cycle())  # garbage, but frozen with the model below
+        await runner.start(fqrv, flavor, Path("."))
+        frozen_after_load = gc.get_freeze_count()
+        gc.collect()
+        survived_while_loaded = left_behind() is not None
+        await runner.stop(fqrv)
+        unfrozen_after_close = gc.get_freeze_count()
+        gc.collect()
+    finally:
+        gc.enable()
+
+    assert frozen_after_load > 0
+    assert survived_while_loaded
+    assert flavor.model.closed
+    assert unfrozen_after_close == 0
+    assert left_behind() is None
+    assert gc.get_freeze_count() > 0
