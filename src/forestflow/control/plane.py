@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from forestflow.artifacts.base import StorageOptions
 from forestflow.artifacts.cache import ArtifactCache
@@ -64,9 +64,16 @@ from forestflow.errors import (
 )
 from forestflow.store.base import Counters, HistoryEntry, Store
 
-__all__ = ["ControlPlane", "HistoryEntry", "MetricsChange"]
+__all__ = ["ControlPlane", "Edit", "HistoryEntry", "MetricsChange"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+Edit = Callable[[T], T]
+"""A settings update: from the current settings to the new ones. The control plane calls
+it under its lock, between reading the current value and recording the new one, so two
+concurrent updates never lose each other's changes; what it raises refuses the update."""
 
 
 class MetricsChange(Protocol):
@@ -123,11 +130,12 @@ class ControlPlane:
             await self._command([ContractCreated(contract, settings)], [contract], actor)
 
     async def update_contract(
-        self, contract: Contract, settings: ContractSettings, *, actor: str | None = None
+        self, contract: Contract, edit: Edit[ContractSettings], *, actor: str | None = None
     ) -> None:
-        """Replace a contract's router and expiration policy."""
+        """Change a contract's router and expiration policy: `edit` turns the current
+        settings into the new ones (SPEC §2.4: an update changes only what it names)."""
         async with self._lock:
-            self._contract_record(contract)
+            settings = edit(self._contract_record(contract).settings)
             await self._command([ContractUpdated(contract, settings)], [contract], actor)
 
     async def delete_contract(self, contract: Contract, *, actor: str | None = None) -> None:
@@ -141,16 +149,22 @@ class ControlPlane:
             self._evaluator.forget(contract)
 
     async def update_policy(
-        self, fqrv: FQRV, policy: PolicySettings, *, actor: str | None = None
+        self, fqrv: FQRV, edit: Edit[PolicySettings], *, actor: str | None = None
     ) -> None:
-        """Replace a servable's validity rules and phase-in policy."""
-        await self._servable_command(PolicySettingsUpdated(fqrv, policy), actor)
+        """Change a servable's validity rules and phase-in policy: `edit` turns the current
+        policy settings into the new ones."""
+        async with self._lock:
+            policy = edit(self._servable_record(fqrv).settings.policy_settings)
+            await self._command([PolicySettingsUpdated(fqrv, policy)], [fqrv.contract], actor)
 
     async def update_logging(
-        self, fqrv: FQRV, logging_settings: LoggingSettings, *, actor: str | None = None
+        self, fqrv: FQRV, edit: Edit[LoggingSettings], *, actor: str | None = None
     ) -> None:
-        """Replace a servable's logging settings (and so whether it shadows)."""
-        await self._servable_command(LoggingSettingsUpdated(fqrv, logging_settings), actor)
+        """Change a servable's logging settings (and so whether it shadows): `edit` turns
+        the current logging settings into the new ones."""
+        async with self._lock:
+            settings = edit(self._servable_record(fqrv).settings.logging_settings)
+            await self._command([LoggingSettingsUpdated(fqrv, settings)], [fqrv.contract], actor)
 
     async def update_metrics(
         self, fqrv: FQRV, metrics: Mapping[str, float], *, actor: str | None = None

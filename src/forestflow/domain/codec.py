@@ -38,6 +38,17 @@ def decode(cls: type[T], data: JSON, *, path: str = "") -> T:
     return typing.cast(T, _decode_type(cls, data, path))
 
 
+def decode_changes(cls: type[Any], data: JSON, *, path: str = "") -> dict[str, Any]:
+    """The fields of dataclass `cls` that the JSON object `data` names, decoded and keyed by
+    attribute name: a partial update, to apply with `dataclasses.replace`.
+
+    Every named field is checked as `decode` checks it (unknown, given twice, wrong type);
+    fields left out are not required. Rules over the whole value (`__post_init__`) run
+    when the changes are applied, against the value they change.
+    """
+    return _decode_fields(cls, data, path)
+
+
 def encode(value: object) -> JSON:
     """Render a domain value as JSON-ready data (wrapper form, camelCase names)."""
     if isinstance(value, enum.Enum):
@@ -218,6 +229,17 @@ def _decode_polymorphic(base: Any, data: JSON, path: str) -> Any:
 
 
 def _decode_dataclass(cls: Any, data: JSON, path: str) -> Any:
+    values = _decode_fields(cls, data, path)
+    for field in _fields(cls):
+        if field.name not in values and _required(field):
+            raise _fail(_join(path, _wire_name(field)), "field required")
+    try:
+        return cls(**values)
+    except ForestFlowError as error:
+        raise error.with_field_prefix(path) from None
+
+
+def _decode_fields(cls: Any, data: JSON, path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _fail(path, f"expected an object, got {_type_name(data)}")
     lookup = _field_lookup(cls)
@@ -233,13 +255,7 @@ def _decode_dataclass(cls: Any, data: JSON, path: str) -> Any:
             raise _fail(_join(path, key), f"given twice (also as '{seen_as[field.name]}')")
         seen_as[field.name] = key
         values[field.name] = _decode_type(hints[field.name], raw, _join(path, _wire_name(field)))
-    for field in _fields(cls):
-        if field.name not in values and _required(field):
-            raise _fail(_join(path, _wire_name(field)), "field required")
-    try:
-        return cls(**values)
-    except ForestFlowError as error:
-        raise error.with_field_prefix(path) from None
+    return values
 
 
 def _required(field: dataclasses.Field[Any]) -> bool:

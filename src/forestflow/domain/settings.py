@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from forestflow.domain.expiration import ExpirationPolicy, KeepLatest
 from forestflow.domain.phase_in import ImmediatePhaseIn, PhaseInPolicy
@@ -86,3 +89,20 @@ class ContractSettings:
 
     expiration_policy: ExpirationPolicy = field(default_factory=lambda: KeepLatest(2))
     router: Router = field(default_factory=LatestPhaseInPctBasedRouter)
+
+
+SettingsT = TypeVar(
+    "SettingsT", ContractSettings, PolicySettings, LoggingSettings, BatchingSettings
+)
+
+
+def with_changes(current: SettingsT, changes: Mapping[str, Any]) -> SettingsT:
+    """`current` with the fields `changes` names (by attribute name) replaced: what a settings
+    update does (SPEC §2.4, issue 11).
+
+    Only top-level fields are replaced, each as a whole: a policy named replaces the current
+    policy, a list named replaces the list. A field left out keeps its value; a field is
+    reset only by naming it with its default. The value's own rules (`__post_init__`) run
+    on the result, so an error names the field at fault.
+    """
+    return dataclasses.replace(current, **changes)

@@ -277,6 +277,29 @@ class TestShadowDeployer:
         settings = await client.get(C + "/v1/settings", headers=admin)
         assert settings.json()["ServableSettings"]["loggingSettings"]["logLevel"] == "FULL"
 
+    async def test_may_change_its_servables_phase_in_which_stays_never_valid(
+        self, harness_factory: HarnessFactory, tmp_path: Path
+    ) -> None:
+        # an update changes only what it names (issue 11): the NeverValid it leaves out stays,
+        # so the merged policy is checked, not the body
+        harness, tokens = await secured(harness_factory, tmp_path)
+        client, shadow = harness.client, bearer(tokens["shadow-deployer"])
+        mine = serve_body("v2", validity=[{"NeverValid": {}}])
+        assert (await client.post("/servable", json=mine, headers=shadow)).status_code == 201
+
+        phase_in = {"phaseInPolicy": {"LinearTimeBasedPhaseIn": {"phaseInOverSecs": 60}}}
+        changed = await client.put(C + "/v2/policy", json=phase_in, headers=shadow)
+        cleared = await client.put(C + "/v2/policy", json={"validityPolicy": []}, headers=shadow)
+
+        assert changed.status_code == 200, changed.text
+        assert cleared.status_code == 403
+        assert cleared.json()["PermissionDenied"]["field"] == "validityPolicy"
+        settings = await client.get(C + "/v2/settings", headers=shadow)
+        assert settings.json()["ServableSettings"]["policySettings"] == {
+            "validityPolicy": [{"NeverValid": {}}],
+            **phase_in,
+        }
+
 
 class TestTokensAndHistory:
     async def test_admin_routes_create_list_and_revoke(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from forestflow.domain.codec import decode, encode, wire
+from forestflow.domain.codec import decode, decode_changes, encode, wire
 from forestflow.domain.expiration import ExpirationPolicy, KeepLatest, KeepTopRanked
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import TensorType
@@ -647,3 +647,42 @@ class TestRoundTrip:
         encoded = encode(value)
         data = {key: type_form(wrapped) for key, wrapped in encoded.items()}
         assert decode(ContractSettings, data) == value
+
+
+class TestDecodeChanges:
+    """`decode_changes`: the fields a partial body names, checked as `decode` checks them."""
+
+    def test_only_the_named_fields_keyed_by_attribute(self) -> None:
+        body = {"phase_in_policy": {"LinearTimeBasedPhaseIn": {"phaseInOverSecs": 60}}}
+        assert decode_changes(PolicySettings, body) == {
+            "phase_in_policy": LinearTimeBasedPhaseIn(60)
+        }
+
+    def test_an_empty_object_names_nothing(self) -> None:
+        assert decode_changes(ContractSettings, {}) == {}
+
+    def test_a_field_that_decode_requires_may_be_left_out(self) -> None:
+        assert decode_changes(KeepTopRanked, {"servablesToKeep": 3}) == {"servables_to_keep": 3}
+
+    @pytest.mark.parametrize(
+        ("body", "field", "message"),
+        [
+            ({"logLevel": "LOUD"}, "logLevel", "unknown value"),
+            ({"keyFeatures": "reqid"}, "keyFeatures", "expected an array"),
+            ({"colour": "red"}, "colour", "unknown field"),
+            ({"logLevel": "FULL", "log_level": "NONE"}, "log_level", "given twice"),
+        ],
+    )
+    def test_a_named_field_is_checked(self, body: dict[str, Any], field: str, message: str) -> None:
+        with pytest.raises(InvalidField, match=message) as caught:
+            decode_changes(LoggingSettings, body)
+        assert field_of(caught) == field
+
+    def test_the_body_must_be_an_object(self) -> None:
+        with pytest.raises(InvalidField, match="expected an object") as caught:
+            decode_changes(LoggingSettings, [])
+        assert field_of(caught) is None
+
+    def test_rules_over_the_whole_value_wait_for_the_merge(self) -> None:
+        # sampleRate's range is LoggingSettings' own rule: checked when the changes are applied
+        assert decode_changes(LoggingSettings, {"sampleRate": 2}) == {"sample_rate": 2.0}

@@ -16,12 +16,18 @@ from forestflow.api.rest.converters import parse_inference_request, prediction_b
 from forestflow.api.rest.openapi import RouteDoc
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.api.rest.views import metadata_body, servable_metrics_body
-from forestflow.control.plane import ControlPlane
+from forestflow.control.plane import ControlPlane, Edit
 from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
-from forestflow.domain.codec import decode, encode
+from forestflow.domain.codec import decode, decode_changes, encode
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.roles import Permission, may_only_shadow, never_serves
-from forestflow.domain.settings import ContractSettings, LoggingSettings, PolicySettings
+from forestflow.domain.settings import (
+    ContractSettings,
+    LoggingSettings,
+    PolicySettings,
+    SettingsT,
+    with_changes,
+)
 from forestflow.errors import (
     ContractValidationError,
     CreateServableRequestInvalidError,
@@ -61,6 +67,24 @@ def _decode_as(kind: type[ForestFlowError], cls: type[T], data: Any, path: str =
         return decode(cls, data, path=path)
     except InvalidField as error:
         raise error.as_kind(kind) from None
+
+
+def settings_edit(kind: type[ForestFlowError], cls: type[SettingsT], body: Any) -> Edit[SettingsT]:
+    """A settings update from a `PUT` body (SPEC §2.4): each field the body names replaces
+    the current value, the others keep theirs; `{}` changes nothing. The body is checked
+    here, the merged value when the control plane applies it; both refuse as `kind`."""
+    try:
+        changes = decode_changes(cls, body)
+    except InvalidField as error:
+        raise error.as_kind(kind) from None
+
+    def edit(current: SettingsT) -> SettingsT:
+        try:
+            return with_changes(current, changes)
+        except InvalidField as error:
+            raise error.as_kind(kind) from None
+
+    return edit
 
 
 def build_router(ctx: RestContext) -> APIRouter:
@@ -165,8 +189,9 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
         request: Request, organization: str, project: str, contract_number: int
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
-        settings = await _contract_settings(request, ctx)
-        await control.update_contract(contract, settings, actor=actor(request))
+        body = await read_json(request, ctx.max_request_bytes)
+        edit = settings_edit(ContractValidationError, ContractSettings, body)
+        await control.update_contract(contract, edit, actor=actor(request))
         return wrapped("ContractUpdatedSuccessfully", {"contract": encode(contract)})
 
     @_route("DELETE", [CONTRACT], manage, doc=docs.DELETE_CONTRACT)
@@ -289,9 +314,15 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         fqrv = _fqrv(organization, project, contract_number, release_version)
         check_owner(request, control, fqrv)
         body = await read_json(request, ctx.max_request_bytes)
-        policy = _decode_as(CreateServableRequestInvalidError, PolicySettings, body)
-        check_shadow_only(request, policy, "validityPolicy")
-        await control.update_policy(fqrv, policy, actor=actor(request))
+        merge = settings_edit(CreateServableRequestInvalidError, PolicySettings, body)
+
+        def edit(current: PolicySettings) -> PolicySettings:
+            policy = merge(current)
+            # on the merged policy: naming only the phase-in keeps NeverValid
+            check_shadow_only(request, policy, "validityPolicy")
+            return policy
+
+        await control.update_policy(fqrv, edit, actor=actor(request))
         return wrapped("PolicySettingsUpdatedSuccessfully", {"fqrv": encode(fqrv)})
 
     @_route(
@@ -310,8 +341,8 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         fqrv = _fqrv(organization, project, contract_number, release_version)
         check_owner(request, control, fqrv)
         body = await read_json(request, ctx.max_request_bytes)
-        logging_settings = _decode_as(CreateServableRequestInvalidError, LoggingSettings, body)
-        await control.update_logging(fqrv, logging_settings, actor=actor(request))
+        edit = settings_edit(CreateServableRequestInvalidError, LoggingSettings, body)
+        await control.update_logging(fqrv, edit, actor=actor(request))
         return wrapped("LoggingSettingsUpdatedSuccessfully", {"fqrv": encode(fqrv)})
 
     @_route("DELETE", [SERVABLE], deploy_, doc=docs.DELETE_SERVABLE)
