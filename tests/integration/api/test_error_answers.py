@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from starlette.requests import Request
 
-from tests.integration.api.conftest import HarnessFactory
+from tests.integration.api.conftest import Harness, HarnessFactory
 from tests.payloads import SINGLE_INPUT_MODEL, contract_settings, serve_body
 
 
@@ -53,4 +54,43 @@ class TestDeployingTheDataDirectory:
         assert (await client.get("/samples/energy_output/0/list")).json() == []
         assert sorted(p.name for p in source.iterdir()) == sorted(
             [*(p.name for p in SINGLE_INPUT_MODEL.iterdir()), "data"]
+        )
+
+
+class TestRoutesThatDoNotExist:
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/nothing"),
+            ("POST", "/a/b/c"),
+            # only the patterns /{organization}/{project}/{n}[/{release}] fit these
+            ("GET", "/samples/energy_output/0"),
+            ("POST", "/samples/energy_output/0"),
+            ("PATCH", "/samples/energy_output/0"),
+            ("POST", "/samples/energy_output/0/v1"),
+        ],
+    )
+    async def test_are_404(self, harness: Harness, method: str, path: str) -> None:
+        response = await harness.client.request(method, path)
+
+        assert response.status_code == 404, response.text
+        assert response.json() == {"NotFound": {"errorMessage": "no such route"}}
+
+    @pytest.mark.parametrize(
+        ("method", "path", "allowed"),
+        [
+            ("GET", "/samples/energy_output/0/score", "POST"),
+            ("DELETE", "/servable", "POST"),
+            ("GET", "/contract/samples/energy_output/0", "POST"),
+        ],
+    )
+    async def test_a_method_a_named_route_does_not_take_is_405_with_allow(
+        self, harness: Harness, method: str, path: str, allowed: str
+    ) -> None:
+        response = await harness.client.request(method, path)
+
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == allowed
+        assert response.json()["HttpError"]["errorMessage"] == (
+            f"method {method} is not allowed on {path}; it takes {allowed}"
         )

@@ -9,10 +9,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forestflow.api.rest.responses import JSONResponse
@@ -60,16 +61,47 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        name = "NotFound" if error.status_code == 404 else "HttpError"
-        detail = "no such route" if error.status_code == 404 else str(error.detail)
-        if error.status_code == 405:
-            detail = f"method {request.method} is not allowed on {request.url.path}"
-        return JSONResponse({name: {"errorMessage": detail}}, status_code=error.status_code)
+        status, headers = error.status_code, None
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            allowed = methods_of_named_routes(request.app, request.scope)
+            if allowed:
+                detail = (
+                    f"method {request.method} is not allowed on {request.url.path}; "
+                    f"it takes {', '.join(allowed)}"
+                )
+                headers = {"Allow": ", ".join(allowed)}
+            else:  # only a pattern of names matched, such as /{organization}/{project}/{n}
+                status = HTTPStatus.NOT_FOUND
+        name = "NotFound" if status == HTTPStatus.NOT_FOUND else "HttpError"
+        if status == HTTPStatus.NOT_FOUND:
+            detail = "no such route"
+        elif status != HTTPStatus.METHOD_NOT_ALLOWED:
+            detail = str(error.detail)
+        return JSONResponse(
+            {name: {"errorMessage": detail}}, status_code=int(status), headers=headers
+        )
 
     app.add_exception_handler(ForestFlowError, on_forestflow_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_middleware(InternalErrorMiddleware)
+
+
+def methods_of_named_routes(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods of the routes at this path that name something of their own (a path
+    with a fixed segment, such as `.../score` or `/servable`), sorted.
+
+    A path that only fits a pattern of names, such as `/{organization}/{project}/{n}`,
+    is not a route the client meant: it is answered 404, not 405.
+    """
+    allowed: set[str] = set()
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        template = getattr(route, "path_format", "")
+        fixed = any(part and not part.startswith("{") for part in template.split("/"))
+        if fixed and route.matches(scope)[0] is Match.PARTIAL:
+            allowed.update(getattr(route, "methods", None) or ())
+    return sorted(allowed)
 
 
 class InternalErrorMiddleware:
