@@ -94,3 +94,42 @@ class TestRoutesThatDoNotExist:
         assert response.json()["HttpError"]["errorMessage"] == (
             f"method {method} is not allowed on {path}; it takes {allowed}"
         )
+
+
+class TestIntegersBeyond64Bits:
+    """JSON has no integer limit; one beyond 64 bits is a value out of range, not malformed
+    JSON, and the answer names its field."""
+
+    BIG = b"123456789012345678901234567890"
+
+    async def test_in_settings_is_422_naming_the_field(self, harness: Harness) -> None:
+        body = b'{"expirationPolicy": {"KeepLatest": {"servablesToKeep": %s}}}' % self.BIG
+
+        response = await harness.client.post(
+            "/contract/samples/big/0", content=body, headers={"content-type": "application/json"}
+        )
+
+        assert response.status_code == 422, response.text
+        error = response.json()["ContractValidationError"]
+        assert error["field"] == "expirationPolicy.KeepLatest.servablesToKeep"
+        assert "out of range" in error["errorMessage"]
+
+    async def test_in_a_score_request_is_422_naming_the_field(self, harness: Harness) -> None:
+        await harness.client.post("/contract/samples/energy_output/0", json=contract_settings())
+        deployed = await harness.client.post("/servable", json=serve_body("v1"))
+        assert deployed.status_code == 201, deployed.text
+        body = (
+            b'{"schema": [{"type": "Int64", "fields": ["AmbientTemp"]}], '
+            b'"datum": [{"tensors": [{"Int64": {"data": [%s]}}]}]}' % self.BIG
+        )
+
+        response = await harness.client.post(
+            "/samples/energy_output/0/score",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+
+        assert response.status_code == 422, response.text
+        error = response.json()["InvalidRequestError"]
+        assert error["field"] == "AmbientTemp"
+        assert "out of range for Int64" in error["errorMessage"]
