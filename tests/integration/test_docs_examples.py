@@ -1,13 +1,24 @@
-"""The examples of docs/storage.md and docs/flavors.md are what the server accepts.
+"""The examples of the docs are what the server accepts, and answer what the docs show.
 
-Every ```json block and every `curl -d` body must be valid JSON (with `$PWD` standing for
-the repository root, as the docs are run from there). Serve requests — the body of a
-`POST /servable`, or a JSON block that is one — go through the REST API's own parsing
-(`endpoints._serve_request`) and must be what their section documents: the storage
-protocol of `path`, the request type, the flavor, the FQRV of the answer shown after it.
-Score bodies go through the BASIC API's parser. Finally the worked examples that need
-nothing but this repository are run, command by command, against an in-process server,
-and the answers the docs show must be the ones it gives.
+docs/storage.md and docs/flavors.md: every ```json block and every `curl -d` body must be
+valid JSON (with `$PWD` standing for the repository root, as the docs are run from there).
+Serve requests — the body of a `POST /servable`, or a JSON block that is one — go through
+the REST API's own parsing (`endpoints._serve_request`) and must be what their section
+documents: the storage protocol of `path`, the request type, the flavor, the FQRV of the
+answer shown after it. Score bodies go through the BASIC API's parser. Finally the worked
+examples that need nothing but this repository are run, command by command, against an
+in-process server, and the answers the docs show must be the ones it gives.
+
+docs/protocols/*.md, one page per standard protocol (docs/protocols.md links them): every
+```bash and ```python block is copy-paste code, run as written — in the repository root,
+in document order, against one fresh `forestflow serve` process per page, its ports
+standing for 8090 and 8091. Each shell command must print what the comment lines right
+under it show (or, for a block's last command, the ```json block right after the block);
+each python block, run in its own interpreter, must print what the comment lines right
+under its `print(` lines show. A comment after a blank line is prose. Numbers may be
+shown rounded; any other fence is refused, so no example escapes the run.
+
+Last, every relative link of README.md and docs/ leads to a file, and to a heading of it.
 """
 
 from __future__ import annotations
@@ -15,6 +26,8 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +49,7 @@ from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.errors import CreateServableRequestInvalidError
 from forestflow.flavors.base import parse_flavor
 from forestflow.testing import FakeClock
+from tests.e2e.conftest import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 STORAGE = REPO / "docs" / "storage.md"
@@ -408,3 +422,286 @@ class TestWorkedExamplesRun:
                 assert_close(answer, response.json(), item.where)
             ran += 1
         assert ran
+
+
+# ------------------------------------------------------------------ the protocol pages
+
+PROTOCOLS_INDEX = REPO / "docs" / "protocols.md"
+PROTOCOL_PAGES = sorted((REPO / "docs" / "protocols").glob("*.md"))
+PROTOCOL_PAGE_NAMES = {"open-inference.md", "mlflow-scoring.md", "graphpipe.md"}
+RUN = ("bash", "python")
+SHOWN = ("json", "text")
+# the ports of the `make run` server; 5000 is `mlflow models serve`'s, named as what a base
+# URL was before it pointed at ForestFlow
+DOC_PORTS = {"8090": "http", "8091": "grpc", "5000": None}
+HOST_PORT = re.compile(r"\b(?:localhost|127\.0\.0\.1|0\.0\.0\.0):(\d+)")
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced code block of a page."""
+
+    language: str
+    line: int  # the line of its first line of code
+    code: str
+
+
+@dataclass
+class Command:
+    """One shell command of a bash block, and the answer shown for it."""
+
+    text: str
+    line: int
+    answer: list[str]
+
+
+def blocks_of(doc: Path) -> list[Block]:
+    found = []
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        if lines[index].startswith("```"):
+            end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
+            code = "\n".join(lines[index + 1 : end]) + "\n"
+            found.append(Block(lines[index][3:].strip(), index + 2, code))
+            index = end
+        index += 1
+    return found
+
+
+def shell_commands(block: Block) -> list[Command]:
+    """The commands of a bash block (continuation lines and quotes spanning lines joined),
+    each with the comment lines right under it: what it prints. A comment after a blank
+    line is prose."""
+    commands: list[Command] = []
+    pending: list[str] = []
+    answering = False
+    for offset, line in enumerate(block.code.splitlines()):
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            if stripped and answering:
+                commands[-1].answer.append(stripped[1:].strip())
+            answering = answering and bool(stripped)
+            continue
+        pending.append(line)
+        text = "\n".join(pending)
+        if text.endswith("\\"):
+            continue
+        try:
+            shlex.split(text, comments=True)
+        except ValueError:  # an open quote: the command goes on
+            continue
+        commands.append(Command(text, block.line + offset - len(pending) + 1, []))
+        pending, answering = [], True
+    assert not pending, f"line {block.line}: unterminated shell command"
+    return commands
+
+
+def printed_lines(block: Block) -> list[str]:
+    """What a python block shows it prints: the comment lines right under a `print(` line."""
+    shown: list[str] = []
+    after_print = False
+    for line in block.code.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            if after_print:
+                shown.append(stripped[1:].strip())
+        else:
+            after_print = "print(" in line
+    return shown
+
+
+def assert_same_text(documented: str, actual: str, where: str) -> None:
+    """The same text, numbers equal to the precision shown (whitespace aside)."""
+
+    def tokens(text: str) -> list[str]:
+        return re.findall(rf"{NUMBER.pattern}|\S", text)
+
+    shown, got = tokens(documented), tokens(actual)
+    message = f"{where}: documented\n  {documented}\nthe server's\n  {actual}"
+    assert len(shown) == len(got), message
+    for want, have in zip(shown, got, strict=True):
+        if NUMBER.fullmatch(want) and NUMBER.fullmatch(have):
+            assert math.isclose(float(want), float(have), rel_tol=1e-4, abs_tol=1e-6), message
+        else:
+            assert want == have, message
+
+
+def assert_same_json(documented: Any, actual: Any, where: str) -> None:
+    """The same JSON value: the same keys, numbers equal to the precision shown."""
+    if isinstance(documented, dict):
+        assert isinstance(actual, dict), where
+        assert list(documented) == list(actual), f"{where}: keys {list(actual)}"
+        for key, value in documented.items():
+            assert_same_json(value, actual[key], f"{where}.{key}")
+    elif isinstance(documented, list):
+        assert isinstance(actual, list), where
+        assert len(documented) == len(actual), f"{where}: {actual}"
+        for i, (want, got) in enumerate(zip(documented, actual, strict=True)):
+            assert_same_json(want, got, f"{where}[{i}]")
+    elif isinstance(documented, float | int) and not isinstance(documented, bool):
+        assert isinstance(actual, float | int), where
+        assert not isinstance(actual, bool), where
+        assert math.isclose(documented, actual, rel_tol=1e-4, abs_tol=1e-6), (
+            f"{where}: documented {documented}, the server answers {actual}"
+        )
+    else:
+        assert documented == actual, f"{where}: documented {documented!r}, got {actual!r}"
+
+
+def assert_answer(documented: str, actual: str, where: str) -> None:
+    try:
+        shown, got = orjson.loads(documented), orjson.loads(actual)
+    except orjson.JSONDecodeError:
+        assert_same_text(documented, actual, where)
+    else:
+        assert_same_json(shown, got, where)
+
+
+class DocServer(ServerProcess):
+    """A `forestflow serve` process as `make run` starts one, on free ports, gRPC included."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.grpc_port = free_port()
+        super().__init__(data_dir, {"FORESTFLOW_SERVER__GRPC_PORT": str(self.grpc_port)})
+
+    def runnable(self, code: str) -> str:
+        """`code` aimed at this server's ports instead of 8090 and 8091."""
+        ports = {"8090": self.port, "8091": self.grpc_port}
+        return HOST_PORT.sub(
+            lambda match: match[0].replace(match[1], str(ports.get(match[1], match[1]))), code
+        )
+
+
+def run_bash(server: DocServer, commands: list[Command]) -> list[str]:
+    """Run a block's commands in one shell, in the repository root; what each printed."""
+    separator = "\x1e"
+    script = "".join(f"{server.runnable(command.text)}\nprintf '\\036'\n" for command in commands)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
+    return [output.strip("\n") for output in done.stdout.split(separator)[:-1]]
+
+
+def run_python(server: DocServer, block: Block) -> str:
+    """Run a python block in a fresh interpreter, in the repository root; what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", server.runnable(block.code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.fixture
+def doc_server(tmp_path: Path) -> Iterator[DocServer]:
+    """A fresh server, nothing deployed: each page deploys what it uses."""
+    server = DocServer(tmp_path / "data")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def test_every_protocol_has_a_page_the_index_links() -> None:
+    assert {page.name for page in PROTOCOL_PAGES} == PROTOCOL_PAGE_NAMES
+    index = PROTOCOLS_INDEX.read_text(encoding="utf-8")
+    for page in PROTOCOL_PAGES:
+        assert f"](protocols/{page.name})" in index, page.name
+
+
+@pytest.mark.parametrize("page", PROTOCOL_PAGES, ids=lambda page: page.name)
+class TestProtocolPages:
+    def test_code_blocks_are_run_or_shown(self, page: Path) -> None:
+        blocks = blocks_of(page)
+        for block in blocks:
+            assert block.language in RUN + SHOWN, (
+                f"{page.name}:{block.line}: a ```{block.language} block is neither run "
+                f"({', '.join(RUN)}) nor an answer ({', '.join(SHOWN)})"
+            )
+        assert {"bash", "python"} <= {block.language for block in blocks}
+
+    def test_examples_use_the_make_run_ports(self, page: Path) -> None:
+        for block in blocks_of(page):
+            if block.language in RUN:
+                for port in HOST_PORT.findall(block.code):
+                    assert port in DOC_PORTS, f"{page.name}:{block.line}: port {port}"
+
+    def test_examples_run_as_written_and_answer_as_shown(
+        self, page: Path, doc_server: DocServer
+    ) -> None:
+        """Every bash and python block, in order, against one fresh server: each command
+        answers what is shown under it (or in the JSON block right after its block), each
+        python block prints what is shown under its print calls."""
+        blocks = blocks_of(page)
+        answered: set[int] = set()
+        for index, block in enumerate(blocks):
+            where = f"{page.name}:{block.line}"
+            if block.language == "bash":
+                commands = shell_commands(block)
+                following = blocks[index + 1] if index + 1 < len(blocks) else None
+                last = commands[-1] if commands else None
+                if last and not last.answer and following and following.language == "json":
+                    last.answer = [following.code.strip()]
+                    answered.add(index + 1)
+                outputs = run_bash(doc_server, commands)
+                assert len(outputs) == len(commands), where
+                for command, output in zip(commands, outputs, strict=True):
+                    at = f"{page.name}:{command.line}"
+                    assert command.answer, f"{at}: show what the command answers under it"
+                    assert_answer("\n".join(command.answer), output, at)
+            elif block.language == "python":
+                shown = printed_lines(block)
+                assert shown, f"{where}: show what the example prints under its print calls"
+                printed = [line for line in run_python(doc_server, block).splitlines() if line]
+                assert len(printed) == len(shown), f"{where}: printed {printed}"
+                for i, (want, got) in enumerate(zip(shown, printed, strict=True)):
+                    assert_same_text(want, got, f"{where}, printed line {i + 1}")
+        for index, block in enumerate(blocks):
+            if block.language == "json":
+                assert index in answered, (
+                    f"{page.name}:{block.line}: a JSON block no command answers"
+                )
+
+
+# ------------------------------------------------------------------ links between the docs
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(doc: Path) -> set[str]:
+    """The anchors of a page's headings, as GitHub makes them."""
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+    headings = [
+        line.lstrip("#").strip().lower() for line in text.splitlines() if line.startswith("#")
+    ]
+    return {re.sub(r"[^\w\- ]", "", heading).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))],
+    ids=lambda doc: str(doc.relative_to(REPO)),
+)
+def test_links_between_the_docs_resolve(doc: Path) -> None:
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+    for target in LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (doc.parent / path).resolve() if path else doc
+        assert linked.exists(), f"{doc.relative_to(REPO)}: {target} does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in anchors(linked), f"{doc.relative_to(REPO)}: no heading for {target}"
