@@ -52,7 +52,15 @@ class LocalFetcher(ArtifactFetcher):
         """The path as given and its real path, which must be an allowed, existing
         file or directory."""
         parts = urlsplit(location)
-        base = Path(unquote(parts.path)) if parts.scheme.lower() == "file" else Path(location)
+        is_url = parts.scheme.lower() == "file"
+        if is_url and parts.netloc not in ("", "localhost"):
+            raise CreateServableRequestInvalidError(
+                f"'{location}' names the host '{parts.netloc}': a file URL takes an absolute "
+                "path after three slashes (file:///models/m); a path relative to the "
+                "server's working directory is sent without file:// (models/m)",
+                field="path",
+            )
+        base = Path(unquote(parts.path)) if is_url else Path(location)
         given = base / artifact_path if artifact_path else base
         real = Path(os.path.realpath(given))
         roots = allowed_roots(self.options)

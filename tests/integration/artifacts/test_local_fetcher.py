@@ -115,6 +115,19 @@ class TestOutsideTheRoots:
             "'/usr/share' is not under an allowed local root (setting storage.local_roots)"
         )
 
+    def test_a_file_url_naming_a_host_is_refused_not_read_without_it(
+        self, roots: Path, destination: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`file://model/...` would be `/...` with the host `model` dropped."""
+        monkeypatch.chdir(roots)
+        error = refusal(fetcher(roots), "file://model/model.onnx", destination)
+        assert error.field == "path"
+        assert error.message.startswith(
+            "'file://model/model.onnx' names the host 'model': a file URL takes an absolute path"
+        )
+        fetcher(roots).fetch(f"file://localhost{roots / 'model'}", None, destination)
+        assert tree(destination) == MODEL_TREE
+
     def test_a_link_out_of_the_root_does_not_lead_out(
         self, roots: Path, tmp_path: Path, destination: Path
     ) -> None:
