@@ -125,6 +125,7 @@ class App:
             storage=storage_options(settings),
             snapshot_every=settings.control.snapshot_every,
             fetch_workers=settings.storage.max_concurrent_fetches,
+            on_retire=[self.feedback.forget],
         )
         self.inference = InferenceService(
             control=self.control,

@@ -32,6 +32,10 @@ class LiveServable:
     """Why it could not be loaded, when it could not."""
     phase_in_pct: int = 0
     """Its phase-in as of the last evaluation."""
+    valid: bool | None = None
+    """Whether it was valid at the last evaluation; None before the first one. In memory
+    only: after a restart a rule that leaves validity as it was falls back on
+    `becameValidAtMS` for the first pass (`PerformanceBasedValidity` below `minSamples`)."""
 
 
 def derived_events(results: Mapping[Contract, ContractEvaluation], now_ms: int) -> list[Event]:
@@ -73,7 +77,9 @@ class PolicyEvaluator:
         for record in records:
             result = results[record.contract]
             for metrics in result.metrics:
-                self._live[metrics.fqrv].phase_in_pct = metrics.current_phase_in_pct
+                live = self._live[metrics.fqrv]
+                live.phase_in_pct = metrics.current_phase_in_pct
+                live.valid = metrics.last_valid
             servables = {
                 s.fqrv: ServableRoute(
                     s.fqrv, s.settings.logging_settings, self._live[s.fqrv].counters
@@ -111,6 +117,7 @@ class PolicyEvaluator:
             shadow_failed_count=counters.shadow_failed,
             state="failed" if live.load_error is not None else "loaded",
             failure=live.load_error,
+            last_valid=live.valid,
         )
 
     def _loaded(self, fqrv: FQRV) -> bool:

@@ -103,8 +103,12 @@ class ControlPlane:
         storage: StorageOptions | None = None,
         snapshot_every: int = 1000,
         fetch_workers: int = 16,
+        on_retire: Sequence[Callable[[FQRV], object]] = (),
     ) -> None:
         self._clock = clock
+        # what else holds per-servable state (the feedback loop's rolling metrics): told
+        # when a servable is deleted or expired, so a redeploy of its FQRV starts fresh
+        self._on_retire = tuple(on_retire)
         self._log = CommandLog(store, clock, snapshot_every=snapshot_every)
         self.deployer = Deployer(
             runner, cache, storage or StorageOptions(), fetch_workers=fetch_workers
@@ -416,6 +420,11 @@ class ControlPlane:
         except Exception as error:  # the removal is durable; a redeploy clears them too
             log.warning("could not delete the counters of %s: %s", fqrv, error)
         self._live.pop(fqrv, None)
+        for forget in self._on_retire:
+            try:
+                forget(fqrv)
+            except Exception:  # the removal is durable: report, do not fail the command
+                log.exception("could not forget the state of %s", fqrv)
 
     def _contract_record(self, contract: Contract) -> ContractRecord:
         record = self._state.contract(contract)

@@ -22,7 +22,8 @@ class ContractEvaluation:
     """The outcome of one pass over one contract."""
 
     metrics: tuple[ServableMetrics, ...]
-    """Every servable's metrics, `becameValidAtMS` and `currentPhaseInPct` up to date."""
+    """Every servable's metrics, `becameValidAtMS`, `currentPhaseInPct` and `last_valid` up
+    to date: what the next pass must be given back (validity rules may read `last_valid`)."""
     valid: frozenset[FQRV]
     """Servables valid at this pass (expired ones included)."""
     became_valid: frozenset[FQRV]
@@ -42,7 +43,8 @@ def evaluate_contract(
 
     `becameValidAtMS` is set the first time a servable is valid and never reset; an
     invalid servable's phase-in is 0; expiration looks only at valid servables; the
-    router sees the valid servables that are not expired.
+    router sees the valid servables that are not expired. Each servable's `last_valid`
+    is what the previous pass found (None before the first); the result carries this one's.
     """
     updated: list[ServableMetrics] = []
     valid: set[FQRV] = set()
@@ -57,7 +59,9 @@ def evaluate_contract(
                 became_valid.add(metrics.fqrv)
         pct = policy.phase_in_policy.phase_in_pct(became_at, now_ms) if is_valid else 0
         updated.append(
-            dataclasses.replace(metrics, became_valid_at_ms=became_at, current_phase_in_pct=pct)
+            dataclasses.replace(
+                metrics, became_valid_at_ms=became_at, current_phase_in_pct=pct, last_valid=is_valid
+            )
         )
     valid_metrics = [m for m in updated if m.fqrv in valid]
     expired = settings.expiration_policy.expired(valid_metrics)

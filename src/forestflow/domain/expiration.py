@@ -9,7 +9,12 @@ from typing import ClassVar
 
 from forestflow.domain.codec import wire
 from forestflow.domain.fqrv import FQRV
-from forestflow.domain.metrics import Ordering, ServableMetrics
+from forestflow.domain.metrics import (
+    DEFAULT_MIN_SAMPLES,
+    Ordering,
+    ServableMetrics,
+    check_min_samples,
+)
 from forestflow.domain.registry import Registry
 from forestflow.errors import InvalidField
 
@@ -58,27 +63,38 @@ class KeepLatest(ExpirationPolicy):
 @ExpirationPolicy.registry.register("KeepTopRanked")
 @dataclass(frozen=True, slots=True)
 class KeepTopRanked(ExpirationPolicy):
-    """Keeps the N best by `performanceMetrics[metricToEvaluate]`.
+    """Keeps the N best by `performanceMetrics[metricToEvaluate]` among the known ones.
 
-    A missing metric counts as 0 (DESC) or as the worst (ASC). Ties go to the more
-    phased-in servable, then to the newer one.
+    Only servables whose metric is known (`ServableMetrics.known_metric`: present, not
+    NaN, on at least `min_samples` joined samples) are ranked; the others are neither
+    ranked out nor allowed to rank others out (SPEC §6): they are never expired and do not
+    take any of the N places. So the N best known servables are kept, every other known
+    one expires, and every unknown one stays. A missing metric is an unknown one (0 samples).
+    With DESC (default) higher is better, with ASC lower. Ties go to the more phased-in
+    servable, then to the newer one.
     """
 
     servables_to_keep: int = wire("servablesToKeep")
     metric_to_evaluate: str = wire("metricToEvaluate")
     ordering: Ordering = Ordering.DESC
+    min_samples: int = DEFAULT_MIN_SAMPLES
 
     def __post_init__(self) -> None:
         _check_keep(self.servables_to_keep)
+        check_min_samples(self.min_samples)
 
     def expired(self, valid: Sequence[ServableMetrics]) -> frozenset[FQRV]:
-        """Every valid servable but the N best ranked."""
+        """Every known servable but the N best ranked; no unknown one."""
+        known = [
+            (s, value)
+            for s in valid
+            if (value := s.known_metric(self.metric_to_evaluate, self.min_samples)) is not None
+        ]
 
-        def best_first(s: ServableMetrics) -> tuple[float, int, int, int, FQRV]:
-            metric = s.performance_metrics.get(self.metric_to_evaluate)
+        def best_first(ranked: tuple[ServableMetrics, float]) -> tuple[float, int, int, int, FQRV]:
+            s, value = ranked
             became, created, fqrv = _newest_first_key(s)
-            rank = self.ordering.rank_key(metric)
-            return (rank, -s.current_phase_in_pct, -became, -created, fqrv)
+            return (self.ordering.rank_key(value), -s.current_phase_in_pct, -became, -created, fqrv)
 
-        ranked = sorted(valid, key=best_first)
-        return frozenset(s.fqrv for s in ranked[self.servables_to_keep :])
+        known.sort(key=best_first)
+        return frozenset(s.fqrv for s, _value in known[self.servables_to_keep :])

@@ -9,9 +9,16 @@ from dataclasses import dataclass, field
 
 from forestflow.domain.codec import wire
 from forestflow.domain.fqrv import FQRV
+from forestflow.errors import InvalidField
 
 DEFAULT_PERFORMANCE_METRIC = "accuracy"
 """The metric `PerformanceBasedValidity` reads when the rule names none."""
+
+DEFAULT_MIN_SAMPLES = 30
+"""`minSamples` of every policy and router that reads metrics, unless it sets its own: the
+joined samples a metric must rest on before it decides anything (SPEC §6, issue 11)."""
+SAMPLES_SUFFIX = "Samples"
+"""`performanceMetrics["<metric>Samples"]` holds the joined samples behind `<metric>`."""
 
 # Names of the `performanceMetrics` the feedback loop maintains (SPEC §6). External
 # evaluators may set any other name through `PUT …/metrics`.
@@ -29,6 +36,17 @@ REWARD_SUCCESSES = "rewardSuccesses"
 """Bandit rewards: joined predictions that were right (all time)."""
 REWARD_FAILURES = "rewardFailures"
 """Bandit rewards: joined predictions that were wrong (all time)."""
+
+
+def samples_name(metric: str) -> str:
+    """The `performanceMetrics` name counting the samples behind `metric` (`maeSamples`)."""
+    return metric + SAMPLES_SUFFIX
+
+
+def check_min_samples(min_samples: int) -> None:
+    """Refuse a `minSamples` that is not an integer >= 1."""
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+        raise InvalidField("must be an integer >= 1", field="minSamples")
 
 
 class Ordering(enum.Enum):
@@ -75,3 +93,23 @@ class ServableMetrics:
     """`loaded` (in memory, policies apply) or `failed` (recorded but not loadable)."""
     failure: str | None = None
     """Why a `failed` servable could not be loaded (missing, damaged or changed artifact…)."""
+    last_valid: bool | None = field(default=None, metadata={"internal": True})
+    """Whether the servable was valid at the last evaluation pass; None before its first
+    one (just deployed, or just recovered). Kept only in memory, never sent."""
+
+    def known_metric(self, name: str, min_samples: int) -> float | None:
+        """`performanceMetrics[name]` if it may decide, else None (the metric is unknown).
+
+        A metric may decide when it is present, not NaN, and rests on at least
+        `min_samples` joined samples. The samples are read from `<name>Samples`, which the
+        feedback loop keeps beside every metric it computes; a metric without that entry
+        was set by an external evaluator (`PUT …/metrics`), who vouches for it: it decides
+        as it is. An evaluator may set `<name>Samples` too, and then `minSamples` applies.
+        """
+        value = self.performance_metrics.get(name)
+        if value is None or math.isnan(value):
+            return None
+        samples = self.performance_metrics.get(samples_name(name))
+        if samples is not None and not samples >= min_samples:  # NaN samples: too few
+            return None
+        return value

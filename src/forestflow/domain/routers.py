@@ -7,7 +7,10 @@ positive weight answers None (the caller reports `NoActiveServablesForContract`)
 
 The performance-driven routers (SPEC §6: `BestPerformerRouter`, `EpsilonGreedyRouter`,
 `ThompsonSamplingRouter`) use phase-in only as a gate: a servable at 0% is never chosen,
-any other competes on its `performanceMetrics`. The control plane rebuilds plans on every
+any other competes on its `performanceMetrics`. A metric competes only once it is known
+(`ServableMetrics.known_metric`: present, not NaN, on at least the router's `minSamples`
+joined samples, SPEC §6); until then the servable is unknown: it is never the best, and
+the bandit routers keep exploring it. The control plane rebuilds plans on every
 evaluation pass and after every metrics change, so each plan is an immutable snapshot of
 the metrics it was built from.
 """
@@ -15,7 +18,6 @@ the metrics it was built from.
 from __future__ import annotations
 
 import bisect
-import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -24,10 +26,12 @@ from typing import ClassVar
 
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.metrics import (
+    DEFAULT_MIN_SAMPLES,
     REWARD_FAILURES,
     REWARD_SUCCESSES,
     Ordering,
     ServableMetrics,
+    check_min_samples,
 )
 from forestflow.domain.registry import Registry
 from forestflow.errors import InvalidField
@@ -160,30 +164,24 @@ def _candidates(valid: Sequence[ServableMetrics]) -> list[ServableMetrics]:
     return [s for s in newest_first(valid) if s.current_phase_in_pct > 0]
 
 
-def _has_metric(servable: ServableMetrics, metric: str) -> bool:
-    value = servable.performance_metrics.get(metric)
-    # NaN counts as missing, as in `Ordering.rank_key`
-    return value is not None and not math.isnan(value)
-
-
 def _best_of(
-    candidates: Sequence[ServableMetrics], metric: str, ordering: Ordering
+    candidates: Sequence[ServableMetrics], metric: str, ordering: Ordering, min_samples: int
 ) -> ServableMetrics | None:
-    """The best of `candidates` (newest first) by `metric`; None while none has the metric."""
-    if not any(_has_metric(s, metric) for s in candidates):
+    """The best of `candidates` (newest first) whose `metric` is known; None while none is."""
+    known = [
+        (s, value) for s in candidates if (value := s.known_metric(metric, min_samples)) is not None
+    ]
+    if not known:
         return None
     # min() keeps the first of equal keys and candidates come newest first: ties → newer
-    return min(
-        candidates,
-        key=lambda s: (
-            ordering.rank_key(s.performance_metrics.get(metric)),
-            -s.current_phase_in_pct,
-        ),
+    best, _value = min(
+        known, key=lambda pair: (ordering.rank_key(pair[1]), -pair[0].current_phase_in_pct)
     )
+    return best
 
 
 def _phase_in_weighted(candidates: Sequence[ServableMetrics]) -> RoutePlan:
-    """The `FairPhaseInPctBasedRouter` plan: the fallback before any candidate has a metric."""
+    """The `FairPhaseInPctBasedRouter` plan: the fallback while no candidate's metric is known."""
     return WeightedPlan.of([(s.fqrv, s.current_phase_in_pct) for s in candidates])
 
 
@@ -195,27 +193,30 @@ def _check_metric(metric: str) -> None:
 @Router.registry.register("BestPerformerRouter")
 @dataclass(frozen=True, slots=True)
 class BestPerformerRouter(Router):
-    """All traffic to the best servable by `performanceMetrics[metric]`.
+    """All traffic to the best servable by `performanceMetrics[metric]`, among known ones.
 
-    Ranking follows `Ordering.rank_key`: with DESC (default) higher is better and a missing
-    metric counts as 0; with ASC lower is better and a missing metric is the worst. Ties go
-    to the more phased-in servable, then to the newer one (`newest_first`). Phase-in gates
-    only: a servable at 0% gets nothing, any other may take everything. Until some candidate
-    has the metric, traffic is shared by phase-in percent as `FairPhaseInPctBasedRouter`
-    does, so a new contract serves before its first feedback; a newcomer beside a measured
-    servable earns its metric from shadow traffic (feedback joins shadow predictions too).
+    Only known metrics compete (present, not NaN, on at least `min_samples` joined
+    samples): with DESC (default) higher is better, with ASC lower. Ties go to the more
+    phased-in servable, then to the newer one (`newest_first`). Phase-in gates only: a
+    servable at 0% gets nothing, any other may take everything. Until some candidate's
+    metric is known, traffic is shared by phase-in percent as `FairPhaseInPctBasedRouter`
+    does, so a new contract serves before its first feedback; an unknown newcomer beside a
+    known servable gets no served traffic and earns its samples from shadow traffic
+    (feedback joins shadow predictions too).
     """
 
     metric: str
     ordering: Ordering = Ordering.DESC
+    min_samples: int = DEFAULT_MIN_SAMPLES
 
     def __post_init__(self) -> None:
         _check_metric(self.metric)
+        check_min_samples(self.min_samples)
 
     def plan(self, valid: Sequence[ServableMetrics]) -> RoutePlan:
-        """The best candidate alone; phase-in weighted while no candidate has the metric."""
+        """The best known candidate alone; phase-in weighted while no candidate is known."""
         candidates = _candidates(valid)
-        best = _best_of(candidates, self.metric, self.ordering)
+        best = _best_of(candidates, self.metric, self.ordering, self.min_samples)
         if best is None:
             return _phase_in_weighted(candidates)
         return WeightedPlan.of([(best.fqrv, 1.0)])
@@ -226,25 +227,29 @@ class BestPerformerRouter(Router):
 class EpsilonGreedyRouter(Router):
     """The best servable (as `BestPerformerRouter` ranks) with probability 1 − ε, else any one.
 
-    Exploration picks uniformly among the k candidates (phase-in above 0%), so the best gets
-    1 − ε + ε/k of the traffic and every other candidate ε/k. `epsilon` is in [0, 1]: 0 is
-    `BestPerformerRouter`, 1 a uniform choice. Until some candidate has the metric, traffic
-    is shared by phase-in percent as `FairPhaseInPctBasedRouter` does.
+    Exploration picks uniformly among the k candidates (phase-in above 0%), known or not,
+    so the best gets 1 − ε + ε/k of the traffic and every other candidate ε/k: a servable
+    whose metric is not known yet (fewer than `min_samples` joined samples) is never the
+    best but keeps being explored. `epsilon` is in [0, 1]: 0 is `BestPerformerRouter`, 1 a
+    uniform choice. Until some candidate's metric is known, traffic is shared by phase-in
+    percent as `FairPhaseInPctBasedRouter` does.
     """
 
     metric: str
     epsilon: float = 0.1
     ordering: Ordering = Ordering.DESC
+    min_samples: int = DEFAULT_MIN_SAMPLES
 
     def __post_init__(self) -> None:
         _check_metric(self.metric)
         if not 0.0 <= self.epsilon <= 1.0:  # also refuses NaN
             raise InvalidField("must be between 0 and 1", field="epsilon")
+        check_min_samples(self.min_samples)
 
     def plan(self, valid: Sequence[ServableMetrics]) -> RoutePlan:
         """Weights 1 − ε + ε/k for the best and ε/k for each other candidate."""
         candidates = _candidates(valid)
-        best = _best_of(candidates, self.metric, self.ordering)
+        best = _best_of(candidates, self.metric, self.ordering, self.min_samples)
         if best is None:
             return _phase_in_weighted(candidates)
         explore = self.epsilon / len(candidates)
@@ -310,6 +315,15 @@ def _reward_count(servable: ServableMetrics, name: str) -> float:
     return value if value > 0 else 0.0  # NaN > 0 is False
 
 
+def _rewards(servable: ServableMetrics, min_samples: int) -> tuple[float, float]:
+    """(successes, failures) once they add up to `min_samples`; before that (0, 0): unknown."""
+    successes = _reward_count(servable, REWARD_SUCCESSES)
+    failures = _reward_count(servable, REWARD_FAILURES)
+    if successes + failures < min_samples:
+        return (0.0, 0.0)
+    return (successes, failures)
+
+
 def _check_prior(value: float, wire_name: str) -> None:
     if not value > 0:  # also refuses NaN
         raise InvalidField("must be > 0", field=wire_name)
@@ -323,16 +337,20 @@ class ThompsonSamplingRouter(Router):
     Each candidate (phase-in above 0%) has the posterior Beta(priorSuccesses +
     rewardSuccesses, priorFailures + rewardFailures); every request draws once from each
     and goes to the largest draw, so a servable gets traffic in proportion to the chance
-    that it is the best. Missing counters count as 0 (the prior alone: uniform by default).
-    Ties between equal draws go to the more phased-in, then the newer servable.
+    that it is the best. Missing counters count as 0. The rewards are the joined samples:
+    until they add up to `min_samples` a candidate is unknown and has the prior alone
+    (uniform by default), so it keeps being explored and a few lucky rewards do not
+    decide. Ties between equal draws go to the more phased-in, then the newer servable.
     """
 
     prior_successes: float = 1.0
     prior_failures: float = 1.0
+    min_samples: int = DEFAULT_MIN_SAMPLES
 
     def __post_init__(self) -> None:
         _check_prior(self.prior_successes, "priorSuccesses")
         _check_prior(self.prior_failures, "priorFailures")
+        check_min_samples(self.min_samples)
 
     def plan(self, valid: Sequence[ServableMetrics]) -> RoutePlan:
         """A `ThompsonPlan` over the candidates' posteriors at this moment."""
@@ -340,12 +358,9 @@ class ThompsonSamplingRouter(Router):
         candidates = sorted(_candidates(valid), key=lambda s: -s.current_phase_in_pct)
         if not candidates:
             return NO_ROUTE
+        rewards = [_rewards(s, self.min_samples) for s in candidates]
         return ThompsonPlan(
             fqrvs=tuple(s.fqrv for s in candidates),
-            alphas=tuple(
-                self.prior_successes + _reward_count(s, REWARD_SUCCESSES) for s in candidates
-            ),
-            betas=tuple(
-                self.prior_failures + _reward_count(s, REWARD_FAILURES) for s in candidates
-            ),
+            alphas=tuple(self.prior_successes + successes for successes, _ in rewards),
+            betas=tuple(self.prior_failures + failures for _, failures in rewards),
         )

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from forestflow.domain.codec import wire
-from forestflow.domain.metrics import DEFAULT_PERFORMANCE_METRIC, Ordering, ServableMetrics
+from forestflow.domain.metrics import (
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_PERFORMANCE_METRIC,
+    Ordering,
+    ServableMetrics,
+    check_min_samples,
+)
 from forestflow.domain.registry import Registry
 from forestflow.errors import InvalidField
 
@@ -84,20 +90,41 @@ class MinServedEventsBasedValidity(ValidityRule):
 @ValidityRule.registry.register("PerformanceBasedValidity")
 @dataclass(frozen=True, slots=True)
 class PerformanceBasedValidity(ValidityRule):
-    """Holds while `performanceMetrics[metric]` meets `min_threshold`; no metric yet → not valid.
+    """Holds while `performanceMetrics[metric]` meets `min_threshold`, once the metric is known.
 
     With `ordering` DESC (default) the metric must be >= the threshold; with ASC (for
     lower-is-better metrics such as MAE) it must be <= the threshold.
+
+    The metric decides only once it is known (`ServableMetrics.known_metric`): present, not
+    NaN, and resting on at least `min_samples` joined samples (SPEC §6: one lucky record
+    must not promote a release). Until then the rule leaves the servable as it was: it
+    holds for a servable that was valid at the last evaluation pass and not for one that
+    was not — so a servable not yet valid stays out of traffic (no metric yet → not
+    valid), and a valid one is not demoted by too little evidence either. Before the first
+    pass after a restart "as it was" means "has ever been valid" (`becameValidAtMS` set).
     """
 
     min_threshold: float
     metric: str = DEFAULT_PERFORMANCE_METRIC
     ordering: Ordering = Ordering.DESC
+    min_samples: int = DEFAULT_MIN_SAMPLES
+
+    def __post_init__(self) -> None:
+        check_min_samples(self.min_samples)
 
     def is_valid(self, metrics: ServableMetrics, now_ms: int) -> bool:
-        """True when the metric exists and meets the threshold."""
-        value = metrics.performance_metrics.get(self.metric)
-        return value is not None and self.ordering.meets(value, self.min_threshold)
+        """The threshold test on the known metric; while it is unknown, validity as before."""
+        value = metrics.known_metric(self.metric, self.min_samples)
+        if value is None:
+            return _as_before(metrics)
+        return self.ordering.meets(value, self.min_threshold)
+
+
+def _as_before(metrics: ServableMetrics) -> bool:
+    """Whether the servable was valid at the last pass (ever valid, before the first pass)."""
+    if metrics.last_valid is not None:
+        return metrics.last_valid
+    return metrics.became_valid_at_ms is not None
 
 
 def all_valid(rules: Sequence[ValidityRule], metrics: ServableMetrics, now_ms: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import math
 
-from forestflow.domain.metrics import ACCURACY, LOG_LOSS, MAE, RMSE
+from forestflow.domain.metrics import ACCURACY, LOG_LOSS, MAE, RMSE, samples_name
 from forestflow.feedback.scoring import ClassificationSample, RegressionSample, Sample
 
 
@@ -15,7 +15,10 @@ class RollingMetrics:
     Guarantees: `values()` covers exactly the samples still in the window (older ones
     are forgotten, oldest first); a metric is absent until a sample feeds it; log-loss
     averages only the classification samples that carry a probability; a value that is
-    not finite (an error too large for a float) is left out rather than stored.
+    not finite (an error too large for a float) is left out rather than stored. Beside
+    each metric, `<metric>Samples` counts the samples it averages (at most `size`): what
+    the policies' `minSamples` is compared with (SPEC §6). The windows live in memory, so
+    after a restart a metric rests again on the samples joined since.
     """
 
     def __init__(self, size: int) -> None:
@@ -32,18 +35,23 @@ class RollingMetrics:
             self._classification.append(sample)
 
     def values(self) -> dict[str, float]:
-        """The current metrics: MAE and RMSE, accuracy and log-loss, as far as known."""
-        values: dict[str, float] = {}
+        """The current metrics — MAE and RMSE, accuracy and log-loss, as far as known — each
+        with `<metric>Samples`, the number of samples it averages."""
+        averages: dict[str, tuple[float, int]] = {}
         if self._regression:
             errors = [s.error for s in self._regression]
             n = len(errors)
-            values[MAE] = math.fsum(abs(e) for e in errors) / n
-            values[RMSE] = math.sqrt(math.fsum(e * e for e in errors) / n)
+            averages[MAE] = (math.fsum(abs(e) for e in errors) / n, n)
+            averages[RMSE] = (math.sqrt(math.fsum(e * e for e in errors) / n), n)
         if self._classification:
-            values[ACCURACY] = sum(s.success for s in self._classification) / len(
-                self._classification
-            )
+            n = len(self._classification)
+            averages[ACCURACY] = (sum(s.success for s in self._classification) / n, n)
             losses = [s.log_loss for s in self._classification if s.log_loss is not None]
             if losses:
-                values[LOG_LOSS] = math.fsum(losses) / len(losses)
-        return {name: value for name, value in values.items() if math.isfinite(value)}
+                averages[LOG_LOSS] = (math.fsum(losses) / len(losses), len(losses))
+        values: dict[str, float] = {}
+        for name, (value, samples) in averages.items():
+            if math.isfinite(value):
+                values[name] = value
+                values[samples_name(name)] = float(samples)
+        return values

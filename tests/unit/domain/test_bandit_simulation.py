@@ -2,10 +2,11 @@
 
 Two servables with true accuracies 0.70 and 0.80 answer 5,000 requests; every answer gets
 its feedback at once (a Bernoulli reward with the chosen servable's accuracy), which updates
-that servable's `rewardSuccesses`, `rewardFailures` and cumulative `accuracy` as the feedback
-loop does. The plan is rebuilt after every request, or every 10 requests as an evaluation
-pass would. Routing and the environment draw from separate seeded RNGs, so a router's
-choices never change the rewards the environment has in store.
+that servable's `rewardSuccesses`, `rewardFailures` and cumulative `accuracy` with the samples
+behind it (`accuracySamples`) as the feedback loop does, so the routers' default `minSamples`
+(30) holds back their first decisions. The plan is rebuilt after every request, or every 10
+requests as an evaluation pass would. Routing and the environment draw from separate seeded
+RNGs, so a router's choices never change the rewards the environment has in store.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from forestflow.domain.metrics import (
     REWARD_FAILURES,
     REWARD_SUCCESSES,
     ServableMetrics,
+    samples_name,
 )
 from forestflow.domain.routers import (
     EpsilonGreedyRouter,
@@ -61,6 +63,7 @@ def with_feedback(servable: ServableMetrics, success: bool) -> ServableMetrics:
             REWARD_FAILURES: failures,
             FEEDBACK_COUNT: successes + failures,
             ACCURACY: successes / (successes + failures),
+            samples_name(ACCURACY): successes + failures,
         }
     )
     return dataclasses.replace(servable, performance_metrics=metrics)
@@ -128,6 +131,7 @@ class TestEnvironment:
             REWARD_FAILURES: 1,
             FEEDBACK_COUNT: 4,
             ACCURACY: 0.75,
+            samples_name(ACCURACY): 4,
         }
 
     def test_the_better_servable_really_is_better(self) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from forestflow.domain.evaluation import ContractEvaluation, evaluate_contract
 from forestflow.domain.expiration import KeepLatest, KeepTopRanked
 from forestflow.domain.fqrv import FQRV
-from forestflow.domain.metrics import ServableMetrics
+from forestflow.domain.metrics import Ordering, ServableMetrics, samples_name
 from forestflow.domain.phase_in import LinearTimeBasedPhaseIn
 from forestflow.domain.routers import FairPhaseInPctBasedRouter, LatestPhaseInPctBasedRouter
 from forestflow.domain.settings import ContractSettings, PolicySettings
@@ -147,8 +147,14 @@ class TestPhaseIn:
         metrics = make_metrics("v1", score_count=7, shade_count=3, performance_metrics={"auc": 0.5})
         updated = evaluate_contract(DEFAULTS, [(metrics, make_policy())], T0).metrics[0]
         assert updated == dataclasses.replace(
-            metrics, became_valid_at_ms=T0, current_phase_in_pct=100
+            metrics, became_valid_at_ms=T0, current_phase_in_pct=100, last_valid=True
         )
+
+    def test_each_pass_records_whether_the_servable_was_valid(self) -> None:
+        contract = SteppedContract()
+        contract.deploy("v1", T0, make_policy(TimeBasedValidity(T0 + MINUTE)))
+        assert by_release(contract.step(T0))["v1"].last_valid is False
+        assert by_release(contract.step(T0 + MINUTE))["v1"].last_valid is True
 
 
 class TestExpiration:
@@ -207,6 +213,82 @@ class TestRouting:
         result = evaluate_contract(DEFAULTS, [], T0)
         assert result == ContractEvaluation((), frozenset(), frozenset(), frozenset(), result.plan)
         assert result.plan.shares() == {}
+
+
+def feedback(mae: float, samples: int) -> dict[str, float]:
+    """`performanceMetrics` as the feedback loop keeps them: `mae` on `samples` joined rows."""
+    return {"mae": mae, samples_name("mae"): float(samples)}
+
+
+class TestMinimumEvidence:
+    """Issue 11: one record below `minSamples` changes neither validity nor the ranking."""
+
+    SETTINGS = ContractSettings(
+        KeepTopRanked(1, "mae", Ordering.ASC), LatestPhaseInPctBasedRouter()
+    )
+    PROMOTION = make_policy(PerformanceBasedValidity(5.0, "mae", Ordering.ASC))
+
+    def deployed(self) -> SteppedContract:
+        """v1 serves (ImmediatelyValid), v2 must earn its validity by MAE <= 5."""
+        contract = SteppedContract(self.SETTINGS)
+        contract.deploy("v1", T0)
+        contract.deploy("v2", T0 + 1, self.PROMOTION)
+        first = contract.step(T0 + 1)
+        assert names(first.valid) == {"v1"}
+        return contract
+
+    def test_one_record_neither_promotes_nor_expires(self) -> None:
+        contract = self.deployed()
+        contract.update("v1", performance_metrics=feedback(9.0, 1))
+        contract.update("v2", performance_metrics=feedback(0.1, 1))
+        for minute in range(1, 4):
+            result = contract.step(T0 + minute * MINUTE)
+            assert names(result.valid) == {"v1"}
+            assert result.expired == frozenset()
+            assert shares(result) == {"v1": 1.0}
+        assert contract.deleted == []
+
+    def test_at_min_samples_v2_is_promoted_and_v1_ranked_out(self) -> None:
+        contract = self.deployed()
+        contract.update("v1", performance_metrics=feedback(9.0, 29))
+        contract.update("v2", performance_metrics=feedback(0.1, 29))
+        assert contract.step(T0 + MINUTE).valid == frozenset({contract_fqrv(contract, "v1")})
+
+        contract.update("v1", performance_metrics=feedback(9.0, 30))
+        contract.update("v2", performance_metrics=feedback(0.1, 30))
+        result = contract.step(T0 + 2 * MINUTE)
+        assert names(result.became_valid) == {"v2"}
+        assert names(result.expired) == {"v1"}
+        assert shares(result) == {"v2": 1.0}
+        assert contract.deleted == ["v1"]
+
+    def test_a_valid_servable_stays_valid_until_its_metric_is_known(self) -> None:
+        contract = SteppedContract(FAIR_KEEP_ALL)
+        contract.deploy("v1", T0, self.PROMOTION)
+        contract.update("v1", performance_metrics=feedback(1.0, 30))
+        assert names(contract.step(T0).valid) == {"v1"}
+        # after a restart the rolling window is empty again: one bad record
+        contract.update("v1", performance_metrics=feedback(50.0, 1), last_valid=None)
+        assert names(contract.step(T0 + MINUTE).valid) == {"v1"}
+        assert names(contract.step(T0 + 2 * MINUTE).valid) == {"v1"}
+        contract.update("v1", performance_metrics=feedback(50.0, 30))
+        assert contract.step(T0 + 3 * MINUTE).valid == frozenset()
+
+    def test_a_demoted_servable_is_not_promoted_again_by_one_record(self) -> None:
+        contract = SteppedContract(FAIR_KEEP_ALL)
+        contract.deploy("v1", T0, self.PROMOTION)
+        contract.update("v1", performance_metrics=feedback(1.0, 30))
+        contract.step(T0)
+        contract.update("v1", performance_metrics=feedback(50.0, 100))
+        assert contract.step(T0 + MINUTE).valid == frozenset()
+        # its metric starts over (a restart): one lucky record decides nothing
+        contract.update("v1", performance_metrics=feedback(0.1, 1))
+        for minute in range(2, 5):
+            assert contract.step(T0 + minute * MINUTE).valid == frozenset()
+
+
+def contract_fqrv(contract: SteppedContract, release: str) -> FQRV:
+    return contract.servables[release][0].fqrv
 
 
 class TestCanaryScenario:

@@ -19,11 +19,13 @@ from forestflow.domain.expiration import KeepLatest, KeepTopRanked
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.metrics import (
     ACCURACY,
+    DEFAULT_MIN_SAMPLES,
     MAE,
     REWARD_FAILURES,
     REWARD_SUCCESSES,
     Ordering,
     ServableMetrics,
+    samples_name,
 )
 from forestflow.domain.routers import (
     NO_ROUTE,
@@ -193,12 +195,12 @@ class TestBestPerformerRouter:
         assert only(BestPerformerRouter("auc").plan([second, first])).release_version == "second"
         assert only(BestPerformerRouter("auc").plan([first, second])).release_version == "second"
 
-    def test_missing_metric_counts_as_zero_for_desc(self) -> None:
+    def test_an_unmeasured_servable_is_never_the_best(self) -> None:
         valid = [servable("unmeasured"), servable("measured", auc=0.1)]
         assert only(BestPerformerRouter("auc").plan(valid)).release_version == "measured"
-        # Ordering.rank_key: 0 beats a negative score
+        # unknown is not 0: a negative score that is known still wins (issue 11)
         valid = [servable("unmeasured"), servable("measured", auc=-0.1)]
-        assert only(BestPerformerRouter("auc").plan(valid)).release_version == "unmeasured"
+        assert only(BestPerformerRouter("auc").plan(valid)).release_version == "measured"
 
     def test_missing_metric_is_the_worst_for_asc(self) -> None:
         valid = [servable("unmeasured", pct=100), servable("measured", pct=5, mae=1e9)]
@@ -324,7 +326,7 @@ class TestEpsilonGreedyRouter:
         a, b, _ = (s.fqrv for s in valid)
         assert_shares(EpsilonGreedyRouter("auc", 0.5).plan(valid), {a: 0.8, b: 0.2})
 
-    def test_missing_metric_counts_as_zero(self) -> None:
+    def test_an_unmeasured_servable_is_explored_not_exploited(self) -> None:
         valid = [servable("unmeasured"), servable("measured", auc=0.1)]
         unmeasured, measured = (s.fqrv for s in valid)
         plan = EpsilonGreedyRouter("auc", 0.2).plan(valid)
@@ -361,7 +363,7 @@ class TestEpsilonGreedyRouter:
 
 class TestThompsonSamplingRouter:
     def test_posteriors_are_prior_plus_counters(self) -> None:
-        router = ThompsonSamplingRouter(prior_successes=0.5, prior_failures=2.0)
+        router = ThompsonSamplingRouter(prior_successes=0.5, prior_failures=2.0, min_samples=10)
         plan = router.plan([rewards("a", 7, 3), servable("b")])
         assert isinstance(plan, ThompsonPlan)
         assert dict(zip(plan.fqrvs, zip(plan.alphas, plan.betas, strict=True), strict=True)) == {
@@ -371,13 +373,13 @@ class TestThompsonSamplingRouter:
 
     @pytest.mark.parametrize("bad", [-5.0, math.nan])
     def test_negative_or_nan_counters_count_as_zero(self, bad: float) -> None:
-        plan = ThompsonSamplingRouter().plan([rewards("a", bad, 4)])
+        plan = ThompsonSamplingRouter(min_samples=4).plan([rewards("a", bad, 4)])
         assert isinstance(plan, ThompsonPlan)
         assert (plan.alphas, plan.betas) == ((1.0,), (5.0,))
 
     def test_each_request_goes_to_the_largest_draw(self) -> None:
         valid = [rewards("a", 1, 1, became=1), rewards("b", 5, 2, became=2)]
-        plan = ThompsonSamplingRouter().plan(valid)
+        plan = ThompsonSamplingRouter(min_samples=1).plan(valid)
         # candidates are newest first: b then a
         rng = FixedBetaDraws(0.2, 0.7, 0.9, 0.1)
         assert [plan.choose(rng), plan.choose(rng)] == [valid[0].fqrv, valid[1].fqrv]
@@ -429,7 +431,7 @@ class TestThompsonSamplingRouter:
             rewards("worse", worse[0] - 1, worse[1] - 1),
         ]
         exact = p_greater(better, worse)
-        plan = ThompsonSamplingRouter().plan(valid)
+        plan = ThompsonSamplingRouter(min_samples=1).plan(valid)
         shares = plan.shares()
         assert shares[valid[0].fqrv] == pytest.approx(exact, abs=ESTIMATE_TOLERANCE)
         assert sum(shares.values()) == pytest.approx(1.0)
@@ -472,7 +474,7 @@ class TestThompsonSamplingRouter:
     )
     def test_observed_shares_follow_the_estimate(self, specs: list[tuple[int, int, int]]) -> None:
         valid = [rewards(f"v{i}", s, f, pct=pct) for i, (s, f, pct) in enumerate(specs)]
-        plan = ThompsonSamplingRouter().plan(valid)
+        plan = ThompsonSamplingRouter(min_samples=20).plan(valid)
         shares = plan.shares()
         positive = {s.fqrv for s in valid if s.current_phase_in_pct > 0}
         assert set(shares) <= positive
@@ -484,6 +486,92 @@ class TestThompsonSamplingRouter:
         assert set(observed) <= positive
         for fqrv in positive:
             assert abs(observed.get(fqrv, 0.0) - shares.get(fqrv, 0.0)) <= TOLERANCE
+
+
+def measured(
+    release: str, samples: int, pct: int = 100, became: int = 1, **metrics: float
+) -> ServableMetrics:
+    """A servable whose metrics each rest on `samples` joined samples, as feedback keeps them."""
+    performance = dict(metrics)
+    performance.update({samples_name(name): float(samples) for name in metrics})
+    return servable(release, pct=pct, became=became, **performance)
+
+
+class TestMinSamples:
+    """Issue 11: below `minSamples` a metric is unknown: never the best, and explored."""
+
+    @pytest.mark.parametrize(
+        "router",
+        [
+            BestPerformerRouter("auc"),
+            EpsilonGreedyRouter("auc"),
+            ThompsonSamplingRouter(),
+        ],
+        ids=lambda r: type(r).__name__,
+    )
+    def test_defaults_to_the_documented_thirty(self, router: Router) -> None:
+        assert router.min_samples == DEFAULT_MIN_SAMPLES == 30  # type: ignore[attr-defined]
+
+    @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+    def test_refuses_anything_but_an_integer_of_at_least_one(self, bad: object) -> None:
+        for build in (
+            lambda: BestPerformerRouter("auc", min_samples=bad),  # type: ignore[arg-type]
+            lambda: EpsilonGreedyRouter("auc", min_samples=bad),  # type: ignore[arg-type]
+            lambda: ThompsonSamplingRouter(min_samples=bad),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(InvalidField, match=">= 1") as caught:
+                build()
+            assert caught.value.field == "minSamples"
+
+    def test_best_performer_one_lucky_record_does_not_take_the_traffic(self) -> None:
+        valid = [measured("incumbent", 500, auc=0.7), measured("lucky", 1, became=2, auc=1.0)]
+        assert only(BestPerformerRouter("auc").plan(valid)).release_version == "incumbent"
+        valid[1] = measured("lucky", 29, became=2, auc=1.0)
+        assert only(BestPerformerRouter("auc").plan(valid)).release_version == "incumbent"
+
+    def test_best_performer_at_min_samples_the_metric_decides(self) -> None:
+        valid = [measured("incumbent", 500, auc=0.7), measured("newcomer", 30, became=2, auc=0.9)]
+        assert only(BestPerformerRouter("auc").plan(valid)).release_version == "newcomer"
+        eager = BestPerformerRouter("auc", min_samples=1)
+        valid[1] = measured("newcomer", 1, became=2, auc=0.9)
+        assert only(eager.plan(valid)).release_version == "newcomer"
+
+    def test_best_performer_shares_by_phase_in_while_nothing_is_known(self) -> None:
+        valid = [measured("a", 29, pct=100, auc=0.1), measured("b", 3, pct=50, auc=0.9)]
+        a, b = (s.fqrv for s in valid)
+        assert_shares(BestPerformerRouter("auc").plan(valid), {a: 2 / 3, b: 1 / 3})
+
+    def test_epsilon_greedy_explores_a_servable_below_min_samples(self) -> None:
+        valid = [measured("known", 500, auc=0.7), measured("lucky", 1, became=2, auc=1.0)]
+        known, lucky = (s.fqrv for s in valid)
+        plan = EpsilonGreedyRouter("auc", 0.2).plan(valid)
+        # the lucky one is not the best, but keeps its ε/k: it still gets traffic
+        assert_shares(plan, {known: 0.9, lucky: 0.1})
+        assert lucky in observed_shares(plan)
+
+    def test_epsilon_greedy_at_min_samples_exploits_the_newcomer(self) -> None:
+        valid = [measured("known", 500, auc=0.7), measured("newcomer", 30, became=2, auc=1.0)]
+        known, newcomer = (s.fqrv for s in valid)
+        assert_shares(EpsilonGreedyRouter("auc", 0.2).plan(valid), {newcomer: 0.9, known: 0.1})
+
+    def test_thompson_below_min_samples_has_the_prior_and_is_explored(self) -> None:
+        lucky = rewards("lucky", 29, 0, became=2)  # 29 straight successes, one short
+        valid = [rewards("known", 700, 300), lucky]
+        plan = ThompsonSamplingRouter().plan(valid)
+        assert isinstance(plan, ThompsonPlan)
+        posteriors = dict(zip(plan.fqrvs, zip(plan.alphas, plan.betas, strict=True), strict=True))
+        assert posteriors[lucky.fqrv] == (1.0, 1.0)
+        assert posteriors[valid[0].fqrv] == (701.0, 301.0)
+        # a uniform draw beats ~0.7 about 30% of the time: it keeps getting traffic
+        exact = p_greater((1, 1), (701, 301))
+        assert plan.shares()[lucky.fqrv] == pytest.approx(exact, abs=ESTIMATE_TOLERANCE)
+        assert observed_shares(plan)[lucky.fqrv] > 0.25
+
+    def test_thompson_at_min_samples_the_rewards_count(self) -> None:
+        valid = [rewards("known", 700, 300), rewards("newcomer", 30, 0, became=2)]
+        plan = ThompsonSamplingRouter().plan(valid)
+        assert isinstance(plan, ThompsonPlan)
+        assert plan.shares()[valid[1].fqrv] > 0.99
 
 
 class TestOnlyValidServablesAreCandidates:
@@ -512,27 +600,41 @@ class TestOnlyValidServablesAreCandidates:
 ROUTERS: list[tuple[Router, dict[str, Any]]] = [
     (
         BestPerformerRouter(ACCURACY),
-        {"BestPerformerRouter": {"metric": "accuracy", "ordering": "DESC"}},
+        {"BestPerformerRouter": {"metric": "accuracy", "ordering": "DESC", "minSamples": 30}},
     ),
     (
-        BestPerformerRouter(MAE, Ordering.ASC),
-        {"BestPerformerRouter": {"metric": "mae", "ordering": "ASC"}},
+        BestPerformerRouter(MAE, Ordering.ASC, min_samples=100),
+        {"BestPerformerRouter": {"metric": "mae", "ordering": "ASC", "minSamples": 100}},
     ),
     (
         EpsilonGreedyRouter(ACCURACY),
-        {"EpsilonGreedyRouter": {"metric": "accuracy", "epsilon": 0.1, "ordering": "DESC"}},
+        {
+            "EpsilonGreedyRouter": {
+                "metric": "accuracy",
+                "epsilon": 0.1,
+                "ordering": "DESC",
+                "minSamples": 30,
+            }
+        },
     ),
     (
-        EpsilonGreedyRouter("logLoss", 0.25, Ordering.ASC),
-        {"EpsilonGreedyRouter": {"metric": "logLoss", "epsilon": 0.25, "ordering": "ASC"}},
+        EpsilonGreedyRouter("logLoss", 0.25, Ordering.ASC, min_samples=1),
+        {
+            "EpsilonGreedyRouter": {
+                "metric": "logLoss",
+                "epsilon": 0.25,
+                "ordering": "ASC",
+                "minSamples": 1,
+            }
+        },
     ),
     (
         ThompsonSamplingRouter(),
-        {"ThompsonSamplingRouter": {"priorSuccesses": 1.0, "priorFailures": 1.0}},
+        {"ThompsonSamplingRouter": {"priorSuccesses": 1.0, "priorFailures": 1.0, "minSamples": 30}},
     ),
     (
-        ThompsonSamplingRouter(0.5, 2.0),
-        {"ThompsonSamplingRouter": {"priorSuccesses": 0.5, "priorFailures": 2.0}},
+        ThompsonSamplingRouter(0.5, 2.0, 7),
+        {"ThompsonSamplingRouter": {"priorSuccesses": 0.5, "priorFailures": 2.0, "minSamples": 7}},
     ),
 ]
 
@@ -548,13 +650,18 @@ def snake_case(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+min_samples = st.integers(min_value=1, max_value=2**63 - 1)
+
 performance_routers: st.SearchStrategy[Router] = st.one_of(
-    st.builds(BestPerformerRouter, names, orderings),
-    st.builds(EpsilonGreedyRouter, names, st.floats(min_value=0, max_value=1), orderings),
+    st.builds(BestPerformerRouter, names, orderings, min_samples),
+    st.builds(
+        EpsilonGreedyRouter, names, st.floats(min_value=0, max_value=1), orderings, min_samples
+    ),
     st.builds(
         ThompsonSamplingRouter,
         st.floats(min_value=1e-6, max_value=1e6),
         st.floats(min_value=1e-6, max_value=1e6),
+        min_samples,
     ),
 )
 
@@ -618,6 +725,27 @@ class TestWireForms:
             ),
             ({"type": "ThompsonSamplingRouter", "prior_successes": -2}, "router.priorSuccesses"),
             ({"BestPerformerRouter": {"metric": ""}}, "router.BestPerformerRouter.metric"),
+            (
+                {"BestPerformerRouter": {"metric": "auc", "minSamples": 0}},
+                "router.BestPerformerRouter.minSamples",
+            ),
+            (
+                {"EpsilonGreedyRouter": {"metric": "auc", "min_samples": -1}},
+                "router.EpsilonGreedyRouter.minSamples",
+            ),
+            ({"type": "ThompsonSamplingRouter", "minSamples": 0}, "router.minSamples"),
+            (
+                {"ThompsonSamplingRouter": {"minSamples": 2.5}},
+                "router.ThompsonSamplingRouter.minSamples",
+            ),
+            (
+                {"ThompsonSamplingRouter": {"minSamples": "lots"}},
+                "router.ThompsonSamplingRouter.minSamples",
+            ),
+            (
+                {"BestPerformerRouter": {"metric": "auc", "minSamples": True}},
+                "router.BestPerformerRouter.minSamples",
+            ),
         ],
     )
     def test_validation_errors_name_the_wire_field(self, router: Any, field: str) -> None:

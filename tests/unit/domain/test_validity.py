@@ -2,12 +2,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forestflow.domain.metrics import DEFAULT_PERFORMANCE_METRIC, Ordering, ServableMetrics
+from forestflow.domain.codec import decode, encode
+from forestflow.domain.metrics import (
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_PERFORMANCE_METRIC,
+    Ordering,
+    ServableMetrics,
+    samples_name,
+)
+from forestflow.domain.settings import PolicySettings
 from forestflow.domain.validity import (
     ImmediatelyValid,
     MinServedEventsBasedValidity,
@@ -130,6 +139,115 @@ class TestPerformanceBasedValidity:
         metrics = dataclasses.replace(FRESH, performance_metrics={"m": value})
         expected = value >= threshold if ordering is Ordering.DESC else value <= threshold
         assert PerformanceBasedValidity(threshold, "m", ordering).is_valid(metrics, NOW) is expected
+
+
+# what the servable was before this pass (`ServableMetrics.last_valid`, `becameValidAtMS`)
+NEVER_VALID: dict[str, Any] = {"last_valid": None, "became_valid_at_ms": None}
+WAS_INVALID: dict[str, Any] = {"last_valid": False, "became_valid_at_ms": None}
+WAS_VALID: dict[str, Any] = {"last_valid": True, "became_valid_at_ms": NOW - 1}
+DEMOTED: dict[str, Any] = {"last_valid": False, "became_valid_at_ms": NOW - 1}
+
+
+def with_mae(mae: float, samples: int, **overrides: Any) -> ServableMetrics:
+    """A servable whose `mae` rests on `samples` joined samples, as the feedback loop keeps it."""
+    performance = {"mae": mae, samples_name("mae"): float(samples)}
+    return dataclasses.replace(FRESH, performance_metrics=performance, **overrides)
+
+
+class TestPerformanceBasedValidityMinSamples:
+    """Issue 11: until the metric rests on `minSamples` joined samples, validity stays as it was."""
+
+    RULE = PerformanceBasedValidity(min_threshold=5.0, metric="mae", ordering=Ordering.ASC)
+
+    def test_defaults_to_the_documented_thirty(self) -> None:
+        assert self.RULE.min_samples == DEFAULT_MIN_SAMPLES == 30
+
+    @pytest.mark.parametrize("before", [NEVER_VALID, WAS_INVALID, DEMOTED])
+    def test_one_good_record_does_not_promote(self, before: dict[str, Any]) -> None:
+        assert not self.RULE.is_valid(with_mae(0.1, 1, **before), NOW)
+        assert not self.RULE.is_valid(with_mae(0.1, 29, **before), NOW)
+
+    def test_one_bad_record_does_not_demote(self) -> None:
+        assert self.RULE.is_valid(with_mae(99.0, 1, **WAS_VALID), NOW)
+        assert self.RULE.is_valid(with_mae(99.0, 29, **WAS_VALID), NOW)
+
+    @pytest.mark.parametrize("before", [NEVER_VALID, WAS_INVALID, WAS_VALID, DEMOTED])
+    def test_at_min_samples_the_metric_decides(self, before: dict[str, Any]) -> None:
+        assert self.RULE.is_valid(with_mae(4.9, 30, **before), NOW)
+        assert not self.RULE.is_valid(with_mae(5.1, 30, **before), NOW)
+        assert self.RULE.is_valid(with_mae(4.9, 1_000, **before), NOW)
+
+    def test_no_metric_yet_is_not_valid_for_a_servable_not_yet_valid(self) -> None:
+        assert not self.RULE.is_valid(FRESH, NOW)
+
+    def test_a_valid_servable_is_not_demoted_while_its_metric_is_missing(self) -> None:
+        # e.g. an ImmediatelyValid servable whose policy becomes performance-based
+        assert self.RULE.is_valid(dataclasses.replace(FRESH, **WAS_VALID), NOW)
+
+    def test_before_the_first_pass_as_it_was_means_ever_valid(self) -> None:
+        # just recovered: the last pass is unknown, becameValidAtMS is durable
+        recovered = {"last_valid": None, "became_valid_at_ms": NOW - 1}
+        assert self.RULE.is_valid(with_mae(99.0, 1, **recovered), NOW)
+        assert not self.RULE.is_valid(with_mae(0.1, 1, **NEVER_VALID), NOW)
+
+    def test_its_own_min_samples(self) -> None:
+        eager = dataclasses.replace(self.RULE, min_samples=1)
+        assert eager.is_valid(with_mae(0.1, 1), NOW)
+        assert not eager.is_valid(with_mae(9.0, 1, **WAS_VALID), NOW)
+
+    def test_an_external_metric_without_a_count_decides_at_once(self) -> None:
+        metrics = dataclasses.replace(FRESH, performance_metrics={"mae": 0.1})
+        assert self.RULE.is_valid(metrics, NOW)
+
+    def test_a_count_set_by_an_external_evaluator_applies_too(self) -> None:
+        assert not self.RULE.is_valid(with_mae(0.1, 10), NOW)
+
+    def test_a_nan_count_is_too_few(self) -> None:
+        performance = {"mae": 0.1, samples_name("mae"): math.nan}
+        assert not self.RULE.is_valid(
+            dataclasses.replace(FRESH, performance_metrics=performance), NOW
+        )
+
+    def test_only_the_rules_own_metric_counts(self) -> None:
+        performance = {"mae": 0.1, samples_name("mae"): 1.0, samples_name("rmse"): 500.0}
+        assert not self.RULE.is_valid(
+            dataclasses.replace(FRESH, performance_metrics=performance), NOW
+        )
+
+    @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+    def test_refuses_anything_but_an_integer_of_at_least_one(self, bad: object) -> None:
+        with pytest.raises(InvalidField, match=">= 1") as caught:
+            dataclasses.replace(self.RULE, min_samples=bad)  # type: ignore[arg-type]
+        assert caught.value.field == "minSamples"
+
+    def test_shown_and_read_back(self) -> None:
+        rule = dataclasses.replace(self.RULE, min_samples=7)
+        assert encode(rule) == {
+            "PerformanceBasedValidity": {
+                "minThreshold": 5.0,
+                "metric": "mae",
+                "ordering": "ASC",
+                "minSamples": 7,
+            }
+        }
+        assert decode(ValidityRule, encode(rule)) == rule
+        assert decode(ValidityRule, {"type": "PerformanceBasedValidity", "minThreshold": 1}) == (
+            PerformanceBasedValidity(1.0)
+        )
+        snake = {"PerformanceBasedValidity": {"min_threshold": 1, "min_samples": 3}}
+        assert decode(ValidityRule, snake) == PerformanceBasedValidity(1.0, min_samples=3)
+
+    @pytest.mark.parametrize("bad", [0, -3, "many", 2.5, False, None])
+    def test_invalid_values_name_the_field(self, bad: object) -> None:
+        body = {
+            "validityPolicy": [{"PerformanceBasedValidity": {"minThreshold": 1, "minSamples": bad}}]
+        }
+        with pytest.raises(InvalidField) as caught:
+            decode(PolicySettings, body, path="policySettings")
+        assert (
+            caught.value.field
+            == "policySettings.validityPolicy[0].PerformanceBasedValidity.minSamples"
+        )
 
 
 class TestAllValid:
