@@ -92,6 +92,7 @@ for _name, _target in (
     ("s3", "forestflow.artifacts.s3:S3Fetcher"),
     ("git", "forestflow.artifacts.git:GitFetcher"),
     ("models", "forestflow.artifacts.mlflow_registry:MlflowRegistryFetcher"),
+    ("runs", "forestflow.artifacts.mlflow_registry:MlflowRunFetcher"),
 ):
     ArtifactFetcher.registry.register_lazy(_name, _target)
 
@@ -120,7 +121,7 @@ def fetcher_for(location: str, options: StorageOptions) -> ArtifactFetcher:
     protocol = protocol_of(location)
     if protocol not in ArtifactFetcher.registry:
         known = ", ".join(
-            f"{name}:/" if name == "models" else f"{name}://"
+            f"{name}:/" if name in ("models", "runs") else f"{name}://"
             for name in ArtifactFetcher.registry.names()
         )
         raise CreateServableRequestInvalidError(

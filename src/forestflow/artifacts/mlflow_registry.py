@@ -1,4 +1,5 @@
-"""The MLflow Model Registry fetcher: `models:/<name>/<version>` and `models:/<name>@<alias>`.
+"""The MLflow fetchers: the Model Registry's `models:/<name>/<version>` and
+`models:/<name>@<alias>`, and a run's artifacts, `runs:/<run_id>/<path>`.
 
 The registry is the one of the tracking server in `StorageOptions.mlflow_tracking_uri`,
 else the one `MLFLOW_TRACKING_URI` names (read by mlflow itself; `MLFLOW_REGISTRY_URI`,
@@ -42,6 +43,9 @@ _SCHEME = "models:/"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 _USAGE = "use models:/<name>/<version> or models:/<name>@<alias>"
+_RUNS = "runs:/"
+_RUN_USAGE = "use runs:/<run_id>/<artifact path>, such as runs:/<run_id>/model"
+_RUN_ID = re.compile(r"[0-9A-Za-z_-]+")
 _MLFLOW_FAILED = 3
 # The child's program: download, then one JSON line saying where the files are, or why not.
 _DOWNLOAD = """
@@ -101,6 +105,27 @@ class ModelReference:
         return f"{_SCHEME}{self.name}{suffix}"
 
 
+@dataclass(frozen=True, slots=True)
+class RunReference:
+    """Artifacts of an MLflow run: `runs:/<run_id>/<path>`."""
+
+    run_id: str
+    path: str
+
+    @classmethod
+    def parse(cls, location: str) -> RunReference:
+        """Parse `runs:/<run_id>/<path>`; 422 otherwise."""
+        rest = location[len(_RUNS) :] if location.startswith(_RUNS) else ""
+        run_id, _, path = rest.strip("/").partition("/")
+        path = posixpath.normpath(path) if path else ""
+        if not _RUN_ID.fullmatch(run_id) or path in ("", ".") or path.startswith(".."):
+            raise CreateServableRequestInvalidError(f"{location!r}: {_RUN_USAGE}", field="path")
+        return cls(run_id, path)
+
+    def __str__(self) -> str:
+        return f"{_RUNS}{self.run_id}/{self.path}"
+
+
 class MlflowRegistryFetcher(ArtifactFetcher):
     """A model version's artifacts from an MLflow tracking server's model registry."""
 
@@ -111,29 +136,24 @@ class MlflowRegistryFetcher(ArtifactFetcher):
         return `models:/<name>/<version>`, the version an alias named at this moment."""
         reference = ModelReference.parse(location)
         relative = _relative_artifact_path(artifact_path)
-        mlflow = _import_mlflow()
-        tracking_uri = self._tracking_uri(mlflow)
-        self._check_reachable(tracking_uri)
-        client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
+        mlflow, tracking_uri, client = self._client()
         try:
             version = self._version(client, reference)
             source = client.get_model_version_download_uri(reference.name, version)
         except mlflow.exceptions.MlflowException as error:
             raise _refusal(reference, tracking_uri, error, "path") from None
-        if relative:
-            source = posixpath.join(source.rstrip("/"), relative)
-        # downloads land inside `destination`: the cache owns that directory alone
-        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=destination))
-        try:
-            local = _download(source, staging, tracking_uri, budget)
-            if isinstance(local, _MlflowFailure):
-                field = "artifactPath" if relative else "path"
-                raise _refusal(reference, tracking_uri, local, field)
-            _move_content(local, destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        _download_into(
+            destination, source, relative, reference, tracking_uri=tracking_uri, budget=budget
+        )
         log.info("downloaded %s (version %s) from %s", reference, version, _redacted(tracking_uri))
         return str(ModelReference(reference.name, version=version))
+
+    def _client(self) -> tuple[Any, str, Any]:
+        """mlflow, the tracking server's URI (checked to answer) and a client of it."""
+        mlflow = _import_mlflow()
+        tracking_uri = self._tracking_uri(mlflow)
+        self._check_reachable(tracking_uri)
+        return mlflow, tracking_uri, mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
 
     def _tracking_uri(self, mlflow: Any) -> str:
         """The configured tracking URI, else `MLFLOW_TRACKING_URI` as mlflow reads it."""
@@ -143,7 +163,8 @@ class MlflowRegistryFetcher(ArtifactFetcher):
         )
         if not uri:
             raise CreateServableRequestInvalidError(
-                "models:/ locations need an MLflow tracking server, and none is configured: "
+                "models:/ and runs:/ locations need an MLflow tracking server, and none is "
+                "configured: "
                 "set storage.mlflow_tracking_uri (FORESTFLOW_STORAGE__MLFLOW_TRACKING_URI) "
                 "or MLFLOW_TRACKING_URI",
                 field="path",
@@ -177,6 +198,58 @@ class MlflowRegistryFetcher(ArtifactFetcher):
         if reference.alias is not None:
             return str(client.get_model_version_by_alias(reference.name, reference.alias).version)
         return str(client.get_model_version(reference.name, reference.version).version)
+
+
+class MlflowRunFetcher(MlflowRegistryFetcher):
+    """Artifacts logged by an MLflow run (`runs:/<run_id>/<path>`), from the tracking
+    server that recorded the run. A run's artifacts do not change: the location is pinned
+    as it is."""
+
+    def fetch_within(
+        self, location: str, artifact_path: str | None, destination: Path, budget: FetchBudget
+    ) -> str:
+        """Download the run's artifacts at the path into `destination`."""
+        reference = RunReference.parse(location)
+        relative = _relative_artifact_path(artifact_path)
+        mlflow, tracking_uri, client = self._client()
+        try:
+            client.get_run(reference.run_id)
+        except mlflow.exceptions.MlflowException as error:
+            raise _refusal(reference, tracking_uri, error, "path") from None
+        _download_into(
+            destination,
+            str(reference),
+            relative,
+            reference,
+            tracking_uri=tracking_uri,
+            budget=budget,
+        )
+        log.info("downloaded %s from %s", reference, _redacted(tracking_uri))
+        return str(reference)
+
+
+def _download_into(
+    destination: Path,
+    source: str,
+    relative: str | None,
+    reference: ModelReference | RunReference,
+    *,
+    tracking_uri: str,
+    budget: FetchBudget,
+) -> None:
+    """Download the artifacts at `source` (and `relative` inside it) into `destination`."""
+    if relative:
+        source = posixpath.join(source.rstrip("/"), relative)
+    # downloads land inside `destination`: the cache owns that directory alone
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=destination))
+    try:
+        local = _download(source, staging, tracking_uri, budget)
+        if isinstance(local, _MlflowFailure):
+            field = "artifactPath" if relative else "path"
+            raise _refusal(reference, tracking_uri, local, field)
+        _move_content(local, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _download(
@@ -217,7 +290,8 @@ def _import_mlflow() -> Any:
         import mlflow.tracking  # noqa: PLC0415
     except ImportError:
         raise CreateServableRequestInvalidError(
-            "models:/ locations need the 'mlflow-skinny' package, which is not installed; "
+            "models:/ and runs:/ locations need the 'mlflow-skinny' package, which is not "
+            "installed; "
             "install it with: pip install 'forestflow[mlflow]'",
             field="path",
         ) from None
@@ -237,13 +311,14 @@ def _relative_artifact_path(artifact_path: str | None) -> str | None:
 
 
 def _refusal(
-    reference: ModelReference, tracking_uri: str, error: Any, field: str
+    reference: ModelReference | RunReference, tracking_uri: str, error: Any, field: str
 ) -> CreateServableRequestInvalidError:
     """A 422 explaining an mlflow error in one line (its first, without the code prefix)."""
     code = str(getattr(error, "error_code", ""))
     lines = str(getattr(error, "message", error)).strip().splitlines() or ["(no detail)"]
     detail = _redacted(lines[0][:300]).removeprefix(f"{code}: ")
-    where = f"the MLflow registry at {_redacted(tracking_uri)}"
+    server = "registry" if isinstance(reference, ModelReference) else "tracking server"
+    where = f"the MLflow {server} at {_redacted(tracking_uri)}"
     if code in _NOT_FOUND_CODES:
         message = f"{reference} not found in {where}: {detail}"
     else:

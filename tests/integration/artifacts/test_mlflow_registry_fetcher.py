@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from forestflow.artifacts.base import StorageOptions, fetcher_for
-from forestflow.artifacts.mlflow_registry import MlflowRegistryFetcher
+from forestflow.artifacts.mlflow_registry import MlflowRegistryFetcher, MlflowRunFetcher
 from forestflow.errors import ArtifactTooLarge, CreateServableRequestInvalidError
 from tests.integration.artifacts.conftest import free_port, tree
 from tests.mlflow_server import MlflowServer
@@ -125,7 +125,7 @@ class TestMlflowRegistryRefusals:
         with pytest.raises(CreateServableRequestInvalidError) as refused:
             MlflowRegistryFetcher(StorageOptions()).fetch("models:/m/1", None, destination)
         assert refused.value.message.startswith(
-            "models:/ locations need an MLflow tracking server, and none is configured"
+            "models:/ and runs:/ locations need an MLflow tracking server, and none is configured"
         )
 
 
@@ -151,3 +151,55 @@ class TestMlflowRegistryBounds:
             "storage.fetch_deadline_s (0.001 s)"
         )
         assert list(destination.iterdir()) == []
+
+
+def run_of(server: MlflowServer, version: str) -> str:
+    """The id of the run that logged the registered version."""
+    run_id: str = server.client.get_model_version(MODEL_NAME, version).run_id
+    return run_id
+
+
+class TestMlflowRunFetch:
+    def test_a_runs_location_copies_the_runs_artifacts_and_is_pinned_as_it_is(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        location = f"runs:/{run_of(registered, '1')}/model"
+        fetcher = fetcher_for(location, StorageOptions(mlflow_tracking_uri=registered.uri))
+        assert isinstance(fetcher, MlflowRunFetcher)
+
+        pinned = fetcher.fetch(location, None, destination)
+
+        assert tree(destination) == tree(MLFLOW_ONNX_MODEL)
+        assert pinned == location
+
+    def test_an_artifact_path_inside_the_run(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        location = f"runs:/{run_of(registered, '2')}/model"
+        fetcher = MlflowRunFetcher(StorageOptions(mlflow_tracking_uri=registered.uri))
+        fetcher.fetch(location, "model.onnx", destination)
+        assert tree(destination) == {"model.onnx": (ENERGY_OUTPUT / "model.onnx").read_bytes()}
+
+    def test_an_unknown_run_is_refused_naming_the_tracking_server(
+        self, registered: MlflowServer, destination: Path
+    ) -> None:
+        fetcher = MlflowRunFetcher(StorageOptions(mlflow_tracking_uri=registered.uri))
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            fetcher.fetch("runs:/0123456789abcdef/model", None, destination)
+        assert refused.value.field == "path"
+        assert refused.value.message.startswith(
+            f"runs:/0123456789abcdef/model not found in the MLflow tracking server at "
+            f"{registered.uri}: "
+        )
+        assert list(destination.iterdir()) == []
+
+    @pytest.mark.parametrize(
+        "location", ["runs:/", "runs:/abc", "runs:/abc/", "runs:/abc/../x", "runs:/a b/model"]
+    )
+    def test_malformed_locations_are_refused(self, destination: Path, location: str) -> None:
+        fetcher = MlflowRunFetcher(StorageOptions(mlflow_tracking_uri="http://127.0.0.1:1"))
+        with pytest.raises(CreateServableRequestInvalidError) as refused:
+            fetcher.fetch(location, None, destination)
+        assert refused.value.message == (
+            f"{location!r}: use runs:/<run_id>/<artifact path>, such as runs:/<run_id>/model"
+        )
