@@ -1,13 +1,23 @@
 """Prediction events (SPEC §5): one per scored request, served or shadow, and their schema.
 
 `event_record` renders an event in the documented, versioned wire schema that every sink
-writes (docs/prediction-log.md). Bump `SCHEMA_VERSION` on any change a reader would notice.
+writes (docs/prediction-log.md). Bump `SCHEMA_VERSION` on any change a reader would notice
+(adding a field is not one: readers ignore fields they do not know).
 `encode_event` turns it into bytes once, for every sink: the JSON is built in one place.
+
+Keys (docs/prediction-log.md#keys): each row of a request has its own key, built from
+`keyFeatures` — the value in `configs` when there is one (the same for every row), else
+the row's own value of that feature. The event's `key` is the first row's key: for a
+one-row request the key, and the Kafka message key of every event. `RowKeys` holds what
+the other rows' keys are made of, taken in O(number of key features) on the serving path;
+the keys themselves are built when first asked for, on the emitter's thread (the record's
+`rowKeys`, the feedback joiner's entries per key), once per event.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +45,78 @@ class PredictionEvent:
     prediction: Frame
     latency_ms: float
     key: str | None
+    """The first row's key (`record_key`); None when the servable has no `keyFeatures`."""
+    row_keys: RowKeys | None = None
+    """What each row's key is made of (`RowKeys.of`); None: every row has `key`."""
+
+
+class RowKeys:
+    """The key of each row of one request, built when first asked for (see the module doc).
+
+    Per key feature, in order, a part is either one text for every row (the value in
+    `configs`; "" when the feature is nowhere) or the request's column of that feature.
+    Holding only those columns, it keeps nothing else of the request.
+    """
+
+    __slots__ = ("_keys", "n_rows", "parts", "separator")
+
+    def __init__(self, parts: tuple[str | Column, ...], separator: str, n_rows: int) -> None:
+        self.parts = parts
+        self.separator = separator
+        self.n_rows = n_rows
+        self._keys: list[str] | None = None
+
+    @classmethod
+    def of(cls, settings: LoggingSettings, request: Frame) -> RowKeys | None:
+        """The row keys of `request` under `settings`; None when no key features are set.
+        O(number of key features): no row is read here."""
+        if not settings.key_features:
+            return None
+        n_rows = request.n_rows
+        parts: list[str | Column] = []
+        for name in settings.key_features:
+            if name in request.configs:
+                parts.append(str(request.configs[name]))
+            elif name in request and n_rows:
+                parts.append(request[name])
+            else:
+                parts.append("")
+        return cls(tuple(parts), settings.key_features_separator, n_rows)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every row has the same key (no part comes from a column, or one row)."""
+        return self.n_rows <= 1 or all(isinstance(part, str) for part in self.parts)
+
+    def first(self) -> str:
+        """The first row's key: the event's `key`."""
+        return self.separator.join(
+            part if isinstance(part, str) else _key_part(part[0]) for part in self.parts
+        )
+
+    def keys(self) -> list[str]:
+        """One key per row, in row order (built once, then kept)."""
+        if self._keys is None:
+            self._keys = self._build()
+        return self._keys
+
+    def _build(self) -> list[str]:
+        if self.uniform:
+            return [self.first()] * self.n_rows
+        texts = [
+            itertools.repeat(part, self.n_rows) if isinstance(part, str) else _key_texts(part)
+            for part in self.parts
+        ]
+        return [self.separator.join(row) for row in zip(*texts, strict=True)]
+
+
+def event_row_keys(event: PredictionEvent) -> list[str] | None:
+    """The key of each row of `event`'s request; None when the event has no key."""
+    if event.key is None:
+        return None
+    if event.row_keys is None:
+        return [event.key] * event.request.n_rows
+    return event.row_keys.keys()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +147,17 @@ def encode_event(event: PredictionEvent) -> EncodedEvent:
 def record_key(settings: LoggingSettings, request: Frame) -> str | None:
     """The record key: each `keyFeatures` name looked up in `configs`, then in the request's
     first row, joined with `keyFeaturesSeparator`; None when no key features are set."""
-    if not settings.key_features:
-        return None
-    parts: list[str] = []
-    for name in settings.key_features:
-        if name in request.configs:
-            parts.append(str(request.configs[name]))
-        elif name in request and request.n_rows:
-            parts.append(_key_part(request[name][0]))
-        else:
-            parts.append("")
-    return settings.key_features_separator.join(parts)
+    keys = RowKeys.of(settings, request)
+    return None if keys is None else keys.first()
+
+
+def _key_texts(column: Column) -> list[str]:
+    """`_key_part` of every cell of `column`, each the text the first row's cell gets. Only
+    where Python's values read the same as numpy's (not floats: a Float32 cell keeps its
+    own shortest text) are they taken from `tolist()`, which is faster."""
+    if column.dtype.kind in "iubO":
+        return [_key_part(value) for value in column.tolist()]
+    return [_key_part(value) for value in column]
 
 
 def _key_part(value: Any) -> str:
@@ -99,6 +181,7 @@ def event_record(event: PredictionEvent) -> dict[str, Any]:
         "timestampMS": event.timestamp_ms,
         "latencyMS": round(event.latency_ms, 3),
         "key": event.key,
+        "rowKeys": event_row_keys(event),
         "request": {
             "features": _columns(event.request),
             "configs": dict(event.request.configs),

@@ -17,7 +17,7 @@ from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.settings import LogLevel
 from forestflow.errors import ForestFlowError, ModelFailedError, NoActiveServablesForContract
-from forestflow.predictionlog.events import PredictionEvent, record_key
+from forestflow.predictionlog.events import PredictionEvent, RowKeys
 from forestflow.predictionlog.sinks import PredictionSink
 from forestflow.serving.failure_log import FailureLog
 
@@ -129,6 +129,8 @@ class InferenceService:
         # a shadow request was already sampled before it was scored
         if served and level is LogLevel.SAMPLE and not self._sampled(servable):
             return
+        # each row's key is built off the serving path, when the emitter's thread needs it
+        keys = RowKeys.of(servable.logging, frame)
         event = PredictionEvent(
             fqrv=servable.fqrv,
             served_request=served,
@@ -136,7 +138,8 @@ class InferenceService:
             request=frame,
             prediction=prediction,
             latency_ms=(time.perf_counter() - started) * 1000,
-            key=record_key(servable.logging, frame),
+            key=None if keys is None else keys.first(),
+            row_keys=keys,
         )
         self._sink.emit(event)
 
