@@ -2,25 +2,31 @@
 
 `FeedbackJoiner` is a `PredictionSink`: the app's `PredictionEmitter` hands it every
 prediction event, served and shadow. `emit` runs on the serving path, so it only takes what
-a join needs from a keyed event (servable, key, prediction, arrival time by the injected
-clock) into a bounded intake, in O(1); `catch_up`, on the emitter's thread, copies the
-prediction columns scoring reads into a compact entry (`pending`) and indexes it. The
-entries are kept per contract until feedback consumes them, for at most `window_ms` after
-they arrive and within `max_prediction_bytes` in all, estimated per entry (the oldest is
-evicted first; `max_predictions` optionally bounds their number too).
+a join needs from a keyed event (servable, key, what its rows' keys are made of,
+prediction, arrival time by the injected clock) into a bounded intake, in O(1);
+`catch_up`, on the emitter's thread, builds the rows' keys and makes one compact entry
+(`pending`) per distinct key among them, holding a copy of that key's rows of the
+prediction columns scoring reads, and indexes it. The entries are kept per (contract,
+key) until feedback consumes them, for at most `window_ms` after they arrive and within
+`max_prediction_bytes` in all, estimated per entry (the oldest is evicted first;
+`max_predictions` optionally bounds their number too).
 
 `join` takes a contract's feedback records, consumes every kept prediction of that contract
 with each record's key — whatever servable made it — scores them (`scoring`) and updates
-each servable's rolling metrics (`rolling`). What `join` returns is what the control plane
-persists. A feedback request sent right after the scoring response must find its
-prediction even if the emitter's thread has not indexed it yet, so `join` first indexes
-whatever the intake still holds (usually nothing: the thread keeps up).
+each servable's rolling metrics (`rolling`). A record whose actual fits none of them (a
+wrong number of values, a string for a regression) is refused instead: it consumes
+nothing, so the corrected record still joins. What `join` returns is what the control
+plane persists, and the refusals. A feedback request sent right after the scoring
+response must find its prediction even if the emitter's thread has not indexed it yet, so
+`join` first indexes whatever the intake still holds (usually nothing: the thread keeps up).
 
 Guarantees, checked by tests/unit/feedback/test_joiner.py:
 - `emit` is O(1), takes only a lock held for O(1), never raises, and keeps no request.
 - `join` sees every prediction emitted before it is called.
 - A prediction is joined at most once: the same feedback sent twice counts once (the
   second time its key is unknown), and so does a key repeated within one request.
+- Each row of a request joins under its own key, with its own row of the prediction.
+- A refused record consumes nothing: every record is matched, unknown or refused.
 - A prediction older than `window_ms` (age > window) or evicted is never joined.
 - The kept predictions' estimated size never exceeds `max_prediction_bytes`.
 - Each `MetricsUpdate` holds the servable's rolling metrics over its last
@@ -45,11 +51,16 @@ from forestflow.clock import Clock
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.metrics import FEEDBACK_COUNT, REWARD_FAILURES, REWARD_SUCCESSES
-from forestflow.feedback.pending import PendingPrediction, PendingPredictions, compact_prediction
-from forestflow.feedback.records import Actual, FeedbackRecord
+from forestflow.feedback.pending import (
+    PendingPrediction,
+    PendingPredictions,
+    reads_numbers,
+    split_by_key,
+)
+from forestflow.feedback.records import Actual, FeedbackRecord, misfit
 from forestflow.feedback.rolling import RollingMetrics
 from forestflow.feedback.scoring import score_prediction
-from forestflow.predictionlog.events import PredictionEvent
+from forestflow.predictionlog.events import PredictionEvent, RowKeys
 from forestflow.predictionlog.sinks import PredictionSink, SinkStats
 
 log = logging.getLogger(__name__)
@@ -59,13 +70,15 @@ DEFAULT_INTAKE_SIZE = 100_000
 """Predictions `emit` takes before they are indexed, at most: well above the emitter's
 buffer, so feedback does not lose what the logs still keep."""
 CATCH_UP_CHUNK = 256
-"""Predictions the emitter's thread indexes per hold of the lock `join` needs."""
+"""Entries the emitter's thread makes per hold of the lock `join` needs, about (a request
+is indexed whole, however many rows it has)."""
 LOOP_EXPIRY_LIMIT = 1_000
 """Predictions a call on the event loop (`join`, `joiner_stats`) expires at most; the
 emitter's thread expires the rest (and `join` skips an expired one it meets)."""
 
-_Taken = tuple[FQRV, str, Frame, int]
-"""What `emit` takes of a keyed event: servable, key, prediction, arrival time (ms)."""
+_Taken = tuple[FQRV, str, RowKeys | None, Frame, int]
+"""What `emit` takes of a keyed event: servable, key, what its rows' keys are made of
+(None when every row has the key), prediction, arrival time (ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,18 @@ class MetricsUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record that does not fit the predictions kept under its key: nothing consumed."""
+
+    index: int
+    """Where the record is in the request (`records[index]`)."""
+    key: str
+    field: str
+    """The part of the record at fault: `records[3].actual`, `records[3].actual[1]`."""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class FeedbackOutcome:
     """What one feedback request did: record counts and the servables' metric updates."""
 
@@ -91,6 +116,9 @@ class FeedbackOutcome:
     """Matched records with at least one joined prediction that could not be scored."""
     updates: dict[FQRV, MetricsUpdate]
     """Per servable that got at least one sample."""
+    refused: tuple[Refusal, ...] = ()
+    """Records whose actual fits none of the predictions kept under their key (wrong
+    number of values, wrong type), in request order; those predictions still wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +126,7 @@ class JoinerStats:
     """Counters of the joiner since start-up (records and predictions)."""
 
     pending: int
-    """Predictions kept now, waiting for their feedback."""
+    """Predictions kept now, waiting for their feedback (one per key of a request's rows)."""
     joined: int
     """Predictions joined with feedback."""
     expired: int
@@ -107,13 +135,17 @@ class JoinerStats:
     """Predictions evicted unjoined to stay within `max_prediction_bytes` (or
     `max_predictions`)."""
     unkeyed: int
-    """Prediction events not kept because they had no key (no `keyFeatures`) or an empty one."""
+    """Prediction events not kept because they had no key (no `keyFeatures`) or, on every
+    row, an empty one."""
     matched: int
     """Feedback records that joined at least one prediction."""
     unknown: int
     """Feedback records whose key joined nothing."""
     mismatched: int
     """Matched feedback records with a prediction that could not be scored."""
+    refused: int
+    """Feedback records refused, consuming nothing: their actual fit none of the
+    predictions under their key."""
 
 
 @dataclass(slots=True)
@@ -133,11 +165,12 @@ class FeedbackJoiner(PredictionSink):
     """Keeps recent keyed predictions and joins ground truth with them.
 
     Sink counters: `emitted` counts events received, `written` events kept for joining
-    (those with a key), `dropped` kept events evicted by the memory bound before any
-    feedback reached them, plus events that could not be taken (no time from the clock,
-    intake full, a prediction that could not be copied). Events without a key are not for
-    this sink and expiring unjoined is normal retention: `joiner_stats()` counts both, not
-    `dropped`.
+    (those with a key), `dropped` kept predictions evicted by the memory bound before any
+    feedback reached them (one per key of a request's rows, so a request with many keys
+    can count more than once), plus events that could not be taken (no time from the
+    clock, intake full, a prediction that could not be copied). Events without a key are
+    not for this sink and expiring unjoined is normal retention: `joiner_stats()` counts
+    both, not `dropped`.
 
     Rewards: a classification sample succeeds when the label is the actual class; a
     regression sample when |prediction − actual| ≤ `regression_tolerance_rel` · |actual|
@@ -191,16 +224,19 @@ class FeedbackJoiner(PredictionSink):
         except Exception:  # a sink never raises into the serving path (PredictionSink)
             log.exception("feedback joiner: no time from the clock; a prediction is not kept")
             now = None
+        row_keys = event.row_keys
+        if row_keys is not None and row_keys.uniform:
+            row_keys = None  # every row has `event.key`: no need to build them
         with self._intake_lock:
             self._received += 1
-            if not event.key:
+            if event.key is None or (not event.key and row_keys is None):
                 self._unkeyed += 1
                 return
             if now is None or len(self._intake) >= self._intake_size:
                 self._refused += 1
                 warn, self._warned_refusal = not self._warned_refusal, True
             else:
-                self._intake.append((event.fqrv, event.key, event.prediction, now))
+                self._intake.append((event.fqrv, event.key, row_keys, event.prediction, now))
                 return
         if warn and now is not None:
             log.warning(
@@ -221,22 +257,37 @@ class FeedbackJoiner(PredictionSink):
             self._expire(now)
 
     def _index(self, limit: int | None) -> bool:
-        """Index up to `limit` taken predictions (None: all), oldest first; True if more may
-        wait. Holding `_lock` throughout, so a `join` never misses one in flight."""
-        with self._intake_lock:
-            count = len(self._intake) if limit is None else min(limit, len(self._intake))
-            taken = [self._intake.popleft() for _ in range(count)]
-        for fqrv, key, prediction, arrived_ms in taken:
-            self._expire(arrived_ms)
-            try:
-                compact = compact_prediction(prediction)
-            except Exception:  # an odd frame must not stop the others
-                log.exception("feedback joiner could not keep a prediction of %s", fqrv)
-                self._counts["failed"] += 1
-                continue
-            self._counts["evicted"] += self._pending.add(fqrv, key, compact, arrived_ms)
-            self._counts["written"] += 1
-        return limit is not None and count == limit
+        """Index taken predictions, oldest first, until about `limit` entries were made
+        (None: all); True if more may wait. Holding `_lock` throughout, so a `join` never
+        misses one in flight."""
+        made = 0
+        while limit is None or made < limit:
+            with self._intake_lock:
+                if not self._intake:
+                    return False
+                taken = self._intake.popleft()
+            made += self._keep(*taken)
+        return True
+
+    def _keep(
+        self, fqrv: FQRV, key: str, row_keys: RowKeys | None, prediction: Frame, arrived_ms: int
+    ) -> int:
+        """Make and index the entries of one prediction: one per key of its rows. Returns
+        how many entries were made (at least 1, for the chunking)."""
+        self._expire(arrived_ms)
+        try:
+            entries = split_by_key(prediction, key, None if row_keys is None else row_keys.keys())
+        except Exception:  # an odd frame must not stop the others
+            log.exception("feedback joiner could not keep a prediction of %s", fqrv)
+            self._counts["failed"] += 1
+            return 1
+        if not entries:  # every row's key is empty
+            self._counts["unkeyed"] += 1
+            return 1
+        for entry_key, compact in entries:
+            self._counts["evicted"] += self._pending.add(fqrv, entry_key, compact, arrived_ms)
+        self._counts["written"] += 1
+        return len(entries)
 
     def _expire(self, now: int, limit: int | None = None) -> None:
         """Forget predictions that arrived more than the window before `now` (at most
@@ -251,7 +302,8 @@ class FeedbackJoiner(PredictionSink):
         self._counts["expired"] += expired
 
     def join(self, contract: Contract, records: Sequence[FeedbackRecord]) -> FeedbackOutcome:
-        """Join records with `contract`'s kept predictions by key (consuming them).
+        """Join records with `contract`'s kept predictions by key (consuming them); refuse,
+        consuming nothing, a record that fits none of its key's predictions.
 
         Every prediction emitted before the call is seen: what the emitter's thread has
         not indexed yet is indexed here first."""
@@ -261,10 +313,21 @@ class FeedbackJoiner(PredictionSink):
             self._expire(now, LOOP_EXPIRY_LIMIT)
             tallies: dict[FQRV, _Tally] = {}
             counts = collections.Counter[str]()
-            for record in records:
-                taken = self._pending.take(contract, record.key)
-                kept = [entry for entry in taken if now - entry.arrived_ms <= self._window_ms]
-                counts["expired"] += len(taken) - len(kept)
+            refused: list[Refusal] = []
+            for index, record in enumerate(records):
+                kept = [
+                    entry
+                    for entry in self._pending.peek(contract, record.key)
+                    if now - entry.arrived_ms <= self._window_ms
+                ]
+                refusal = _refusal(kept, record.actual)
+                if refusal is not None:
+                    at, reason = refusal
+                    refused.append(
+                        Refusal(index, record.key, f"records[{index}].actual{at}", reason)
+                    )
+                    continue
+                counts["expired"] += len(self._pending.take(contract, record.key)) - len(kept)
                 if not kept:
                     counts["unknown"] += 1
                     continue
@@ -272,6 +335,7 @@ class FeedbackJoiner(PredictionSink):
                 counts["joined"] += len(kept)
                 if not self._score(kept, record.actual, tallies):
                     counts["mismatched"] += 1
+            counts["refused"] = len(refused)
             self._counts.update(counts)
             updates = {
                 fqrv: MetricsUpdate(self._rolling[fqrv].values(), tally.increments())
@@ -282,6 +346,7 @@ class FeedbackJoiner(PredictionSink):
             unknown=counts["unknown"],
             mismatched=counts["mismatched"],
             updates=updates,
+            refused=tuple(refused),
         )
 
     def _score(
@@ -346,8 +411,20 @@ class FeedbackJoiner(PredictionSink):
                 joined=c["joined"],
                 expired=c["expired"],
                 evicted=c["evicted"],
-                unkeyed=unkeyed,
+                unkeyed=unkeyed + c["unkeyed"],
                 matched=c["matched"],
                 unknown=c["unknown"],
                 mismatched=c["mismatched"],
+                refused=c["refused"],
             )
+
+
+def _refusal(kept: Sequence[PendingPrediction], actual: Actual) -> tuple[str, str] | None:
+    """Why `actual` fits none of the kept predictions of its key, as `misfit` says it for
+    the oldest; None when it fits one, or when none can be scored anyway (joining them
+    counts as mismatched: a corrected record would not fit them better)."""
+    scorable = [entry.prediction for entry in kept if entry.prediction is not None]
+    reasons = [misfit(actual, p.n_rows, numbers=reads_numbers(p)) for p in scorable]
+    if not reasons or any(reason is None for reason in reasons):
+        return None
+    return reasons[0]

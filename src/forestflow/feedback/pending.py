@@ -7,6 +7,11 @@ Its size is estimated from what it holds (the entry, the key, the copied columns
 their values) plus `INDEX_BYTES` for its share of the indexes; `tests/unit/feedback/
 test_pending.py` checks the estimate against what Python really allocates.
 
+One scored request makes one entry per distinct key among its rows (`split_by_key`),
+each holding the rows of that key: a one-row request, or one whose rows share their key,
+makes one entry as it always did; a request of n rows with n keys makes n entries, each
+estimated and bounded like any other (about 0.9 kB for a one-row regression).
+
 Entries are kept in arrival order (for expiry and eviction) and chained per
 (contract, key), oldest first, so the oldest entry overall is always the first of its
 chain and every operation is O(1) per entry it touches. Not thread-safe: the joiner locks.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import collections
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -24,7 +29,7 @@ import numpy as np
 
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Column, Frame
-from forestflow.feedback.scoring import scoring_columns
+from forestflow.feedback.scoring import LABEL, scoring_columns
 
 INDEX_BYTES = 304
 """Bytes one entry adds to the indexes beyond its own objects: its slot in the arrival
@@ -61,6 +66,42 @@ def compact_prediction(prediction: Frame) -> Frame | None:
         return None
     columns = {name: np.array(prediction[name], copy=True) for name in names}
     return Frame(columns, _NO_CONFIGS)
+
+
+def split_by_key(
+    prediction: Frame, key: str, row_keys: Sequence[str] | None
+) -> list[tuple[str, Frame | None]]:
+    """The entries one prediction makes, each a key and its `compact_prediction`.
+
+    With `row_keys` (one per row): per distinct non-empty key, in order of first
+    appearance, the rows of that key (copied). Without them, or when all rows share their
+    key, the whole prediction under `key` (nothing when it is empty). Row keys that do
+    not match the prediction's rows (a model answering with another number of rows) count
+    as absent."""
+    if row_keys is None or len(row_keys) != prediction.n_rows:
+        return [(key, compact_prediction(prediction))] if key else []
+    rows: dict[str, list[int]] = {}
+    for row, row_key in enumerate(row_keys):
+        if row_key:
+            rows.setdefault(row_key, []).append(row)
+    compact = compact_prediction(prediction)
+    if len(rows) == 1 and len(row_keys) == len(next(iter(rows.values()))):
+        return [(next(iter(rows)), compact)]
+    if compact is None:
+        return [(row_key, None) for row_key in rows]
+    return [(row_key, _take_rows(compact, indexes)) for row_key, indexes in rows.items()]
+
+
+def _take_rows(compact: Frame, rows: list[int]) -> Frame:
+    index = np.asarray(rows, dtype=np.intp)
+    return Frame({name: column[index] for name, column in compact.columns.items()}, _NO_CONFIGS)
+
+
+def reads_numbers(compact: Frame) -> bool:
+    """Whether scoring `compact` (a `compact_prediction`) needs numbers as actual values: a
+    regression, whose one kept column is numeric (a classification keeps its labels)."""
+    names = compact.names
+    return LABEL not in compact and len(names) == 1 and compact[names[0]].dtype.kind in "iuf"
 
 
 def estimated_bytes(entry: PendingPrediction) -> int:
@@ -144,6 +185,15 @@ class PendingPredictions:
             self._by_key[bucket] = newer
         entry.newer = entry.last = None
         return entry
+
+    def peek(self, contract: Contract, key: str) -> list[PendingPrediction]:
+        """Every prediction of `contract` kept under `key`, oldest first, left in place."""
+        entry = self._by_key.get((contract, key))
+        found: list[PendingPrediction] = []
+        while entry is not None:
+            found.append(entry)
+            entry = entry.newer
+        return found
 
     def take(self, contract: Contract, key: str) -> list[PendingPrediction]:
         """Forget and return every prediction of `contract` kept under `key`, oldest first."""

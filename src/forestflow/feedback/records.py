@@ -10,12 +10,17 @@
   rendered; floats and booleans are refused, since their text form is ambiguous
   (`1.0` or `1`? `true` or `True`?): send the key as a string.
 - `actual` is the ground truth: a number, a string or a boolean, or a list of those with
-  one value per row for predictions of multi-row requests. `null`, objects, nested lists,
+  one value per row of the prediction logged under the key (the rows of one request that
+  share the key, in request order). `null`, objects, nested lists,
   an empty list and non-finite numbers are refused.
 - Other fields of a record are ignored. At most `MAX_RECORDS` records per request.
 
 A malformed body is refused as a whole with `InvalidField` (422), naming the field
 (`records[3].actual`) and what is wrong with it; nothing of it is joined.
+
+A well-formed record may still not fit the prediction waiting under its key (`misfit`):
+a wrong number of values, or a value of the wrong type for it. The joiner refuses such a
+record alone, without consuming the prediction, and the answer says which and why.
 """
 
 from __future__ import annotations
@@ -108,6 +113,28 @@ def _scalar(value: object, field: str) -> Scalar:
             raise InvalidField(f"expected a finite number, got {value!r}", field=field)
         return value
     raise InvalidField(f"expected a number, a string or a boolean, got {_kind(value)}", field=field)
+
+
+def misfit(actual: Actual, n_rows: int, *, numbers: bool) -> tuple[str, str] | None:
+    """Why `actual` cannot be the ground truth of a prediction of `n_rows` rows (whose actual
+    values must be numbers when `numbers`: a regression); None when it fits.
+
+    The reason comes with the part of `actual` at fault: "" for all of it, "[i]" for one
+    value of a list (appended to the field, `records[3].actual[1]`)."""
+    values = actual if isinstance(actual, tuple) else (actual,)
+    if len(values) != n_rows:
+        given = "a list of 1 value" if isinstance(actual, tuple) else "one value"
+        if len(values) > 1:
+            given = f"{len(values)} values"
+        wanted = "one value" if n_rows == 1 else f"a list of {n_rows} values, one per row"
+        rows = "1 row" if n_rows == 1 else f"{n_rows} rows"
+        return "", f"{given} for a prediction of {rows}: send {wanted}"
+    if numbers:
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                at = f"[{i}]" if isinstance(actual, tuple) else ""
+                return at, f"expected a number (the prediction is a regression), got {_kind(value)}"
+    return None
 
 
 def _kind(value: object) -> str:

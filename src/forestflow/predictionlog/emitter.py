@@ -11,6 +11,10 @@ The emitter hands each event to every sink it was built with:
   gets `emit(event)` at once, on the serving path, which it promises to do in O(1); after
   each batch the emitter's thread calls its `catch_up`, where it does the rest.
 
+What takes time per row is done on the emitter's thread, never on the serving path: the
+record with the key of each row of the request (`rowKeys`, built once per event by its
+`RowKeys` and shared by the record and the feedback joiner's entries per key).
+
 `emit` holds a lock for O(1) (an append to a bounded buffer) and signals the thread only
 when it is parked, not once per event. A full buffer (the thread cannot keep up), a closed
 emitter or an event without a JSON form drops the event: it is counted in the emitter's

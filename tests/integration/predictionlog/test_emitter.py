@@ -287,7 +287,8 @@ class TestFeedback:
         assert await asyncio.to_thread(stuck.entered.wait, 10)  # the emitter's thread hangs
         emitter.emit(make_event(1))  # served: its response goes out now
 
-        outcome = joiner.join(make_event(1).fqrv.contract, [FeedbackRecord("k1", 401.0)])
+        record = FeedbackRecord("k1", (401.0, 401.0))  # one value per row of the prediction
+        outcome = joiner.join(make_event(1).fqrv.contract, [record])
 
         assert outcome.matched == 1
         assert len(stuck.records) == 0  # the emitter had not got to it

@@ -23,15 +23,18 @@ from forestflow.domain.metrics import (
     REWARD_SUCCESSES,
     RMSE,
 )
+from forestflow.domain.settings import LoggingSettings
 from forestflow.feedback.joiner import (
     LOOP_EXPIRY_LIMIT,
     FeedbackJoiner,
     FeedbackOutcome,
     JoinerStats,
+    MetricsUpdate,
+    Refusal,
 )
 from forestflow.feedback.records import Actual, FeedbackRecord
 from forestflow.feedback.scoring import LOG_LOSS_EPSILON
-from forestflow.predictionlog.events import PredictionEvent
+from forestflow.predictionlog.events import PredictionEvent, RowKeys
 from forestflow.predictionlog.sinks import SinkStats
 from forestflow.testing import FakeClock
 from tests.builders import make_contract, make_fqrv, make_frame
@@ -40,6 +43,7 @@ CONTRACT = make_contract()
 ACCURATE = make_fqrv("accurate")
 SLOPPY = make_fqrv("sloppy")
 WINDOW_MS = 60_000
+METRICS = (MAE, RMSE, ACCURACY, LOG_LOSS)
 
 
 def event(fqrv: FQRV, key: str | None, *, served: bool = True, **columns: Any) -> PredictionEvent:
@@ -58,8 +62,35 @@ def regression(fqrv: FQRV, key: str | None, *values: float, served: bool = True)
     return event(fqrv, key, served=served, prediction=list(values))
 
 
+def keyed_rows(
+    fqrv: FQRV,
+    request: Frame,
+    key_features: tuple[str, ...] = ("order",),
+    *,
+    served: bool = True,
+    **columns: Any,
+) -> PredictionEvent:
+    """An event as serving makes it: the key and the rows' keys from `key_features`."""
+    keys = RowKeys.of(LoggingSettings(key_features=key_features), request)
+    return PredictionEvent(
+        fqrv=fqrv,
+        served_request=served,
+        timestamp_ms=0,
+        request=request,
+        prediction=make_frame(**columns),
+        latency_ms=1.0,
+        key=None if keys is None else keys.first(),
+        row_keys=keys,
+    )
+
+
 def records(**actuals: Actual) -> list[FeedbackRecord]:
     return [FeedbackRecord(key, actual) for key, actual in actuals.items()]
+
+
+def averages(update: MetricsUpdate) -> dict[str, float]:
+    """The rolling averages of an update, without what else it may carry."""
+    return {name: update.values[name] for name in METRICS if name in update.values}
 
 
 def counters(successes: int, failures: int) -> dict[str, int]:
@@ -92,8 +123,8 @@ class TestRegressionMetrics:
         assert (outcome.matched, outcome.unknown, outcome.mismatched) == (3, 0, 0)
         assert set(outcome.updates) == {ACCURATE, SLOPPY}
         accurate, sloppy = outcome.updates[ACCURATE], outcome.updates[SLOPPY]
-        assert accurate.values == pytest.approx({MAE: 2 / 3, RMSE: math.sqrt(2 / 3)})
-        assert sloppy.values == pytest.approx({MAE: 10 / 3, RMSE: math.sqrt(34 / 3)})
+        assert averages(accurate) == pytest.approx({MAE: 2 / 3, RMSE: math.sqrt(2 / 3)})
+        assert averages(sloppy) == pytest.approx({MAE: 10 / 3, RMSE: math.sqrt(34 / 3)})
         # rewards at 10 % of the actual value: 1 <= 1, 1 <= 2, 0 <= 4; 3 > 1, 4 > 2, 3 <= 4
         assert accurate.increments == counters(successes=3, failures=0)
         assert sloppy.increments == counters(successes=1, failures=2)
@@ -112,7 +143,7 @@ class TestRegressionMetrics:
         outcome = joiner.join(CONTRACT, records(batch=(1.0, 3.0, 2.0)))
 
         update = outcome.updates[ACCURATE]
-        assert update.values == pytest.approx({MAE: 5 / 3, RMSE: math.sqrt(17 / 3)})
+        assert averages(update) == pytest.approx({MAE: 5 / 3, RMSE: math.sqrt(17 / 3)})
         assert update.increments == counters(successes=1, failures=2)
 
 
@@ -130,10 +161,10 @@ class TestClassificationMetrics:
 
         accurate, sloppy = outcome.updates[ACCURATE], outcome.updates[SLOPPY]
         # P(actual): accurate 0.9 and 0.8, sloppy 0.3 and 0.4
-        assert accurate.values == pytest.approx(
+        assert averages(accurate) == pytest.approx(
             {ACCURACY: 1.0, LOG_LOSS: -(math.log(0.9) + math.log(0.8)) / 2}
         )
-        assert sloppy.values == pytest.approx(
+        assert averages(sloppy) == pytest.approx(
             {ACCURACY: 0.5, LOG_LOSS: -(math.log(0.3) + math.log(0.4)) / 2}
         )
         assert accurate.increments == counters(successes=2, failures=0)
@@ -146,7 +177,7 @@ class TestClassificationMetrics:
 
         outcome = joiner.join(CONTRACT, records(a="1", b=True, c=0.0))
 
-        assert outcome.updates[ACCURATE].values == pytest.approx(
+        assert averages(outcome.updates[ACCURATE]) == pytest.approx(
             {ACCURACY: 2 / 3, LOG_LOSS: -(2 * math.log(0.75) + math.log(0.25)) / 3}
         )
 
@@ -155,7 +186,7 @@ class TestClassificationMetrics:
 
         outcome = joiner.join(CONTRACT, records(k="b"))
 
-        assert outcome.updates[ACCURATE].values == {
+        assert averages(outcome.updates[ACCURATE]) == {
             ACCURACY: 0.0,
             LOG_LOSS: -math.log(LOG_LOSS_EPSILON),
         }
@@ -165,7 +196,7 @@ class TestClassificationMetrics:
 
         outcome = joiner.join(CONTRACT, records(k=("a", "a")))
 
-        assert outcome.updates[ACCURATE].values == {ACCURACY: 0.5}
+        assert averages(outcome.updates[ACCURATE]) == {ACCURACY: 0.5}
 
 
 class TestJoining:
@@ -209,7 +240,7 @@ class TestJoining:
         outcome = joiner.join(CONTRACT, records(k=10.0))
 
         assert outcome.matched == 1
-        assert outcome.updates[ACCURATE].values == pytest.approx({MAE: 2.0, RMSE: math.sqrt(5)})
+        assert averages(outcome.updates[ACCURATE]) == pytest.approx({MAE: 2.0, RMSE: math.sqrt(5)})
         assert joiner.joiner_stats().joined == 2
 
     def test_events_without_a_key_are_not_kept(self, joiner: FeedbackJoiner) -> None:
@@ -225,10 +256,10 @@ class TestMismatches:
     @pytest.mark.parametrize(
         ("prediction", "actual"),
         [
-            ({"prediction": [1.0]}, "437.2"),
-            ({"prediction": [1.0, 2.0]}, 1.0),
-            ({"prediction": [1.0, 2.0]}, (1.0, 2.0, 3.0)),
             ({"prediction_0": [1.0], "prediction_1": [2.0]}, 1.0),
+            ({"prediction_0": [1.0], "prediction_1": [2.0]}, "cat"),
+            ({"prediction": [math.nan]}, 1.0),
+            ({"label": [None], "a": [0.5]}, "a"),
         ],
     )
     def test_joined_but_not_scorable_is_counted(
@@ -262,6 +293,270 @@ class TestMismatches:
         assert joiner.joiner_stats().mismatched == 1
 
 
+class TestRefusals:
+    @pytest.mark.parametrize(
+        ("prediction", "actual", "field", "reason"),
+        [
+            (
+                {"prediction": [1.0, 2.0]},
+                1.0,
+                "records[0].actual",
+                "one value for a prediction of 2 rows: send a list of 2 values, one per row",
+            ),
+            (
+                {"prediction": [1.0, 2.0]},
+                (1.0, 2.0, 3.0),
+                "records[0].actual",
+                "3 values for a prediction of 2 rows: send a list of 2 values, one per row",
+            ),
+            (
+                {"prediction": [1.0]},
+                (1.0, 2.0),
+                "records[0].actual",
+                "2 values for a prediction of 1 row: send one value",
+            ),
+            (
+                {"label": ["a", "b"]},
+                ("a",),
+                "records[0].actual",
+                "a list of 1 value for a prediction of 2 rows: send a list of 2 values, "
+                "one per row",
+            ),
+            (
+                {"prediction": [1.0]},
+                "437.2",
+                "records[0].actual",
+                "expected a number (the prediction is a regression), got str '437.2'",
+            ),
+            (
+                {"prediction": [1.0]},
+                True,
+                "records[0].actual",
+                "expected a number (the prediction is a regression), got bool True",
+            ),
+            (
+                {"prediction": [1, 2]},
+                (1.0, "x"),
+                "records[0].actual[1]",
+                "expected a number (the prediction is a regression), got str 'x'",
+            ),
+        ],
+    )
+    def test_a_record_that_does_not_fit_is_refused_without_consuming(
+        self,
+        joiner: FeedbackJoiner,
+        prediction: dict[str, Any],
+        actual: Actual,
+        field: str,
+        reason: str,
+    ) -> None:
+        joiner.emit(event(ACCURATE, "k", **prediction))
+
+        outcome = joiner.join(CONTRACT, records(k=actual))
+
+        assert outcome == FeedbackOutcome(
+            matched=0,
+            unknown=0,
+            mismatched=0,
+            updates={},
+            refused=(Refusal(0, "k", field, reason),),
+        )
+        assert joiner.joiner_stats().pending == 1
+        assert joiner.joiner_stats().refused == 1
+
+    def test_the_corrected_record_then_joins(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "k", 1.0, 2.0))
+
+        wrong = joiner.join(CONTRACT, records(k=1.0))
+        right = joiner.join(CONTRACT, records(k=(1.0, 4.0)))
+
+        assert [r.index for r in wrong.refused] == [0]
+        assert (right.matched, right.unknown, right.mismatched, right.refused) == (1, 0, 0, ())
+        assert averages(right.updates[ACCURATE]) == {MAE: 1.0, RMSE: math.sqrt(2)}
+
+    def test_a_correction_later_in_the_same_request_joins(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "k", 12.0))
+
+        outcome = joiner.join(CONTRACT, [FeedbackRecord("k", "ten"), FeedbackRecord("k", 10.0)])
+
+        assert [(r.index, r.key) for r in outcome.refused] == [(0, "k")]
+        assert outcome.matched == 1
+        assert outcome.updates[ACCURATE].values[MAE] == 2.0
+
+    def test_every_refused_record_is_listed_with_its_index(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(regression(ACCURATE, "a", 1.0))
+        joiner.emit(regression(ACCURATE, "b", 1.0, 2.0))
+        joiner.emit(regression(ACCURATE, "c", 1.0))
+
+        outcome = joiner.join(
+            CONTRACT,
+            [
+                FeedbackRecord("a", "x"),
+                FeedbackRecord("z", 1.0),
+                FeedbackRecord("b", 1.0),
+                FeedbackRecord("c", 1.0),
+                FeedbackRecord("b", (1.0, False)),
+            ],
+        )
+
+        assert [(r.index, r.key, r.field) for r in outcome.refused] == [
+            (0, "a", "records[0].actual"),
+            (2, "b", "records[2].actual"),
+            (4, "b", "records[4].actual[1]"),
+        ]
+        assert (outcome.matched, outcome.unknown) == (1, 1)
+        assert joiner.joiner_stats().refused == 3
+        assert joiner.joiner_stats().pending == 2
+
+    def test_a_record_that_fits_one_servable_joins_and_the_other_is_mismatched(
+        self, joiner: FeedbackJoiner
+    ) -> None:
+        # a classifier shadowing a regressor under the same key: "cat" fits the classifier
+        joiner.emit(regression(ACCURATE, "k", 1.0))
+        joiner.emit(event(SLOPPY, "k", served=False, label=["cat"]))
+
+        outcome = joiner.join(CONTRACT, records(k="cat"))
+
+        assert (outcome.matched, outcome.mismatched, outcome.refused) == (1, 1, ())
+        assert set(outcome.updates) == {SLOPPY}
+        assert joiner.joiner_stats().pending == 0
+
+    def test_expired_predictions_do_not_refuse(
+        self, joiner: FeedbackJoiner, clock: FakeClock
+    ) -> None:
+        joiner.emit(regression(ACCURATE, "k", 1.0, 2.0))
+        clock.advance(ms=WINDOW_MS + 1)
+
+        outcome = joiner.join(CONTRACT, records(k=1.0))
+
+        assert (outcome.unknown, outcome.refused) == (1, ())
+        assert joiner.joiner_stats().expired == 1
+
+
+class TestRowKeys:
+    def test_each_row_joins_under_its_own_key_with_its_own_prediction(
+        self, joiner: FeedbackJoiner
+    ) -> None:
+        request = make_frame(order=["o-1", "o-2"], x=[1.0, 2.0])
+        joiner.emit(keyed_rows(ACCURATE, request, prediction=[10.0, 20.0]))
+        joiner.emit(keyed_rows(SLOPPY, request, served=False, prediction=[13.0, 16.0]))
+
+        first = joiner.join(CONTRACT, records(**{"o-1": 10.0}))
+        second = joiner.join(CONTRACT, records(**{"o-2": 20.0}))
+
+        assert (first.matched, second.matched) == (1, 1)
+        assert first.updates[ACCURATE].values[MAE] == 0.0
+        assert first.updates[SLOPPY].values[MAE] == 3.0
+        assert second.updates[ACCURATE].values[MAE] == 0.0
+        assert second.updates[SLOPPY].values[MAE] == 3.5  # its window: 3 and 4
+        assert joiner.joiner_stats().joined == 4
+
+    def test_a_row_key_joins_with_one_value(self, joiner: FeedbackJoiner) -> None:
+        request = make_frame(order=["o-1", "o-2", "o-3"])
+        joiner.emit(keyed_rows(ACCURATE, request, prediction=[1.0, 2.0, 3.0]))
+
+        outcome = joiner.join(
+            CONTRACT, [FeedbackRecord("o-2", (2.0, 2.0)), FeedbackRecord("o-3", 5.0)]
+        )
+
+        assert [r.reason for r in outcome.refused] == [
+            "2 values for a prediction of 1 row: send one value"
+        ]
+        assert outcome.updates[ACCURATE].values[MAE] == 2.0
+        assert joiner.join(CONTRACT, records(**{"o-2": 2.0, "o-1": 1.0})).matched == 2
+
+    def test_rows_that_share_a_key_join_together_in_request_order(
+        self, joiner: FeedbackJoiner
+    ) -> None:
+        request = make_frame(order=["a", "b", "a"])
+        joiner.emit(keyed_rows(ACCURATE, request, label=["x", "y", "z"]))
+
+        outcome = joiner.join(CONTRACT, records(a=("x", "x"), b="y"))
+
+        assert outcome.matched == 2
+        assert averages(outcome.updates[ACCURATE]) == {ACCURACY: 2 / 3}
+
+    def test_keys_from_configs_keep_the_request_whole(self, joiner: FeedbackJoiner) -> None:
+        request = make_frame({"order": "o-9"}, x=[1.0, 2.0])
+        joiner.emit(keyed_rows(ACCURATE, request, prediction=[1.0, 2.0]))
+
+        outcome = joiner.join(CONTRACT, records(**{"o-9": (1.0, 2.0)}))
+
+        assert outcome.matched == 1
+        assert outcome.updates[ACCURATE].increments == counters(successes=2, failures=0)
+
+    def test_configs_and_row_values_make_the_key_together(self, joiner: FeedbackJoiner) -> None:
+        request = make_frame({"shop": "s1"}, line=[1, 2])
+        joiner.emit(keyed_rows(ACCURATE, request, ("shop", "line"), prediction=[1.0, 2.0]))
+
+        outcome = joiner.join(CONTRACT, records(**{"s1.1": 1.0, "s1.2": 2.0}))
+
+        assert outcome.matched == 2
+
+    def test_classification_rows_keep_their_own_probabilities(self, joiner: FeedbackJoiner) -> None:
+        request = make_frame(order=["p", "q"])
+        joiner.emit(keyed_rows(ACCURATE, request, label=["a", "b"], a=[0.8, 0.3], b=[0.2, 0.7]))
+
+        outcome = joiner.join(CONTRACT, records(q="a"))
+
+        assert averages(outcome.updates[ACCURATE]) == pytest.approx(
+            {ACCURACY: 0.0, LOG_LOSS: -math.log(0.3)}
+        )
+
+    def test_rows_without_a_key_are_not_kept(self, joiner: FeedbackJoiner) -> None:
+        joiner.emit(keyed_rows(ACCURATE, make_frame(order=[None, "o-2"]), prediction=[1.0, 2.0]))
+        joiner.emit(keyed_rows(ACCURATE, make_frame(order=[None, None]), prediction=[1.0, 2.0]))
+
+        assert joiner.join(CONTRACT, records(**{"o-2": 2.0})).matched == 1
+        stats = joiner.joiner_stats()
+        assert (stats.pending, stats.unkeyed) == (0, 1)
+        assert joiner.stats() == SinkStats(emitted=2, written=1, dropped=0)
+
+    def test_an_unscorable_prediction_is_kept_per_row_and_mismatched(
+        self, joiner: FeedbackJoiner
+    ) -> None:
+        request = make_frame(order=["o-1", "o-2"])
+        joiner.emit(keyed_rows(ACCURATE, request, prediction_0=[1.0, 2.0], prediction_1=[1, 2]))
+
+        outcome = joiner.join(CONTRACT, [FeedbackRecord("o-1", 1.0), FeedbackRecord("o-2", "x")])
+
+        assert (outcome.matched, outcome.mismatched, outcome.refused) == (2, 2, ())
+
+    def test_emit_keeps_no_request_and_indexes_within_the_byte_bound(
+        self, clock: FakeClock
+    ) -> None:
+        bound = 64 * 1024  # about 70 of the 640 one-row entries
+        joiner = FeedbackJoiner(clock=clock, max_prediction_bytes=bound)
+        features: list[weakref.ref[Any]] = []
+        for i in range(10):
+            x = np.full(50_000, float(i))
+            features.append(weakref.ref(x))
+            orders = np.array([f"o-{i}-{row}" for row in range(64)], dtype=object)
+            request = Frame({"x": x[:64], "order": orders})
+            joiner.emit(keyed_rows(ACCURATE, request, prediction=list(range(64))))
+            del x, request, orders
+
+        held = joiner.pending_bytes()
+        gc.collect()
+
+        assert held <= bound
+        assert all(ref() is None for ref in features)
+        stats = joiner.joiner_stats()
+        assert stats.pending + stats.evicted == 640
+        assert 0 < stats.pending < 640
+        assert joiner.join(CONTRACT, records(**{"o-9-63": 63.0})).matched == 1
+
+    def test_a_large_request_is_indexed_whole_between_chunks(self, joiner: FeedbackJoiner) -> None:
+        rows = 3 * 256 + 5
+        request = make_frame(order=[f"o-{row}" for row in range(rows)])
+        joiner.emit(keyed_rows(ACCURATE, request, prediction=[float(r) for r in range(rows)]))
+        joiner.emit(regression(ACCURATE, "after", 1.0))
+
+        joiner.catch_up()
+
+        assert joiner.joiner_stats().pending == rows + 1
+
+
 class TestRollingWindow:
     def test_old_samples_leave_the_window(self, clock: FakeClock) -> None:
         joiner = FeedbackJoiner(clock=clock, rolling_window=2)
@@ -269,7 +564,7 @@ class TestRollingWindow:
         for i, error in enumerate((1.0, 2.0, 4.0, -8.0)):
             joiner.emit(regression(ACCURATE, f"k{i}", 10.0 + error))
             outcome = joiner.join(CONTRACT, records(**{f"k{i}": 10.0}))
-            maes.append(outcome.updates[ACCURATE].values)
+            maes.append(averages(outcome.updates[ACCURATE]))
 
         # errors 1, 2, 4, -8 through a window of two
         assert maes == [
@@ -285,7 +580,7 @@ class TestRollingWindow:
 
         outcome = joiner.join(CONTRACT, records(a=(1.0, 1.0, 5.0)))
 
-        assert outcome.updates[ACCURATE].values == {MAE: 4.0, RMSE: 4.0}
+        assert averages(outcome.updates[ACCURATE]) == {MAE: 4.0, RMSE: 4.0}
         assert outcome.updates[ACCURATE].increments == counters(successes=2, failures=1)
 
     def test_each_servable_has_its_own_window(self, clock: FakeClock) -> None:
@@ -298,7 +593,7 @@ class TestRollingWindow:
         outcome = joiner.join(CONTRACT, records(c=0.0))
 
         assert set(outcome.updates) == {SLOPPY}
-        assert outcome.updates[SLOPPY].values == {MAE: 5.0, RMSE: 5.0}
+        assert averages(outcome.updates[SLOPPY]) == {MAE: 5.0, RMSE: 5.0}
 
     def test_forget_starts_a_servable_afresh(self, joiner: FeedbackJoiner) -> None:
         joiner.emit(regression(ACCURATE, "a", 9.0))
@@ -509,13 +804,14 @@ class TestCountersAndSafety:
         joiner.emit(regression(ACCURATE, "a", 1.0))
         joiner.emit(regression(SLOPPY, "a", 1.0, served=False))
         joiner.emit(regression(ACCURATE, "b", 1.0, 2.0))
+        joiner.emit(event(ACCURATE, "m", prediction_0=[1.0], prediction_1=[2.0]))
         joiner.emit(regression(ACCURATE, "c", 1.0))
         joiner.emit(regression(ACCURATE, None, 1.0))
 
-        joiner.join(CONTRACT, records(a=1.0, b=1.0, z=1.0))
+        outcome = joiner.join(CONTRACT, records(a=1.0, b=1.0, m=1.0, z=1.0))
 
         assert joiner.joiner_stats() == JoinerStats(
-            pending=1,
+            pending=2,  # b, refused, and c
             joined=3,
             expired=0,
             evicted=0,
@@ -523,7 +819,10 @@ class TestCountersAndSafety:
             matched=2,
             unknown=1,
             mismatched=1,
+            refused=1,
         )
+        # every record is matched, unknown or refused
+        assert outcome.matched + outcome.unknown + len(outcome.refused) == 4
 
     def test_emit_never_raises(self) -> None:
         class BrokenClock:

@@ -5,7 +5,13 @@ from typing import Any
 import pytest
 
 from forestflow.errors import InvalidField
-from forestflow.feedback.records import MAX_RECORDS, FeedbackRecord, parse_feedback
+from forestflow.feedback.records import (
+    MAX_RECORDS,
+    Actual,
+    FeedbackRecord,
+    misfit,
+    parse_feedback,
+)
 
 
 def invalid(body: object) -> InvalidField:
@@ -115,3 +121,71 @@ class TestBadRecords:
         records = [{"key": "a", "actual": 1}, {"key": "b"}, {"key": "", "actual": 2}]
 
         assert invalid({"records": records}).field == "records[1].actual"
+
+
+class TestMisfit:
+    @pytest.mark.parametrize(
+        ("actual", "n_rows", "numbers"),
+        [
+            (1.5, 1, True),
+            (3, 1, True),
+            ((1.5,), 1, True),
+            ((1.5, 2), 2, True),
+            ("cat", 1, False),
+            (True, 1, False),
+            (("a", 1, False), 3, False),
+        ],
+    )
+    def test_what_fits(self, actual: Actual, n_rows: int, numbers: bool) -> None:
+        assert misfit(actual, n_rows, numbers=numbers) is None
+
+    @pytest.mark.parametrize(
+        ("actual", "n_rows", "numbers", "expected"),
+        [
+            (
+                1.0,
+                3,
+                True,
+                ("", "one value for a prediction of 3 rows: send a list of 3 values, one per row"),
+            ),
+            (
+                (1.0,),
+                2,
+                False,
+                (
+                    "",
+                    "a list of 1 value for a prediction of 2 rows: "
+                    "send a list of 2 values, one per row",
+                ),
+            ),
+            ((1.0, 2.0), 1, True, ("", "2 values for a prediction of 1 row: send one value")),
+            (
+                "437.2",
+                1,
+                True,
+                ("", "expected a number (the prediction is a regression), got str '437.2'"),
+            ),
+            (
+                False,
+                1,
+                True,
+                ("", "expected a number (the prediction is a regression), got bool False"),
+            ),
+            (
+                (1, 2, "x"),
+                3,
+                True,
+                ("[2]", "expected a number (the prediction is a regression), got str 'x'"),
+            ),
+        ],
+    )
+    def test_what_does_not_fit_says_where_and_why(
+        self, actual: Actual, n_rows: int, numbers: bool, expected: tuple[str, str]
+    ) -> None:
+        assert misfit(actual, n_rows, numbers=numbers) == expected
+
+    def test_the_row_count_is_checked_before_the_values(self) -> None:
+        assert misfit(("x",), 2, numbers=True) == (
+            "",
+            "a list of 1 value for a prediction of 2 rows: send a list of 2 values, one per row",
+        )

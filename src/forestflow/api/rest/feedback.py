@@ -71,6 +71,15 @@ def build_feedback_router(
                 "matched": outcome.matched,
                 "unknown": outcome.unknown,
                 "mismatched": outcome.mismatched,
+                "refused": [
+                    {
+                        "index": refusal.index,
+                        "key": refusal.key,
+                        "field": refusal.field,
+                        "reason": refusal.reason,
+                    }
+                    for refusal in outcome.refused
+                ],
                 "servables": [
                     {"fqrv": encode(fqrv), "metrics": dict(outcome.updates[fqrv].values)}
                     for fqrv in sorted(outcome.updates)
