@@ -264,13 +264,15 @@ class TestInfer:
     ) -> None:
         logging = {"logLevel": "FULL", "keyFeatures": ["reqid", "RelativeHumidity"]}
         await harness.client.put("/samples/energy_output/0/v1/logging-settings", json=logging)
-        body = {"id": "r1", "inputs": features(), "parameters": {"reqid": "abc", "n": 3}}
+        parameters = {"reqid": "abc", "n": 3, "x": 0.5, "flag": True}
+        body = {"id": "r1", "inputs": features(), "parameters": parameters}
 
         answer = await infer(harness, MODEL, body)
 
         assert answer["id"] == "r1"
         (event,) = [e for e in harness.sink.events if e.served_request]
-        assert dict(event.request.configs) == {"reqid": "abc", "n": "3"}
+        # as JSON text, as MLflow's params
+        assert dict(event.request.configs) == {"reqid": "abc", "n": "3", "x": "0.5", "flag": "true"}
         assert event.key == "abc.73.17"
 
     async def test_a_routed_request_is_shadowed_a_direct_one_is_not_counted(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from forestflow.api.openinference.datatypes import InputTensor, OutputTensor, invalid, output_tensor
 from forestflow.domain.frame import Block, Column, Frame, TensorType
@@ -54,12 +55,13 @@ class InferRequest:
 
 
 def configs_of(parameters: Mapping[str, Any], field: str = "parameters") -> dict[str, str]:
-    """Request parameters as frame configs: scalars as text, the way BASIC `configs` are."""
+    """Request parameters as frame configs, the way BASIC `configs` are: text as it is,
+    numbers and booleans as their JSON text (`true`, `3`), as MLflow's `params` are."""
     configs: dict[str, str] = {}
     for key, value in parameters.items():
         if value is None or isinstance(value, dict | list):
             raise invalid("expected a string, number or boolean", f"{field}.{key}")
-        configs[key] = value if isinstance(value, str) else str(value)
+        configs[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
     return configs
 
 
