@@ -217,7 +217,7 @@ UPDATE_POLICY = RouteDoc(
         "PolicySettings", {"phase_in": ("Valid at once, phased in over an hour", POLICY_SETTINGS)}
     ),
     errors=(UnknownServable, CreateServableRequestInvalidError, *_WRITE),
-    summary="Change a servable's validity and phase-in policies",
+    summary="Change the fields of a servable's policy settings the body names",
     tag=SERVABLES,
 )
 UPDATE_LOGGING = RouteDoc(
@@ -226,7 +226,7 @@ UPDATE_LOGGING = RouteDoc(
         "LoggingSettings", {"full": ("Log every prediction, keyed by reqid", LOGGING_SETTINGS)}
     ),
     errors=(UnknownServable, CreateServableRequestInvalidError, *_WRITE),
-    summary="Change a servable's prediction logging",
+    summary="Change the fields of a servable's logging settings the body names",
     tag=SERVABLES,
 )
 DELETE_SERVABLE = RouteDoc(

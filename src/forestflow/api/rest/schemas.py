@@ -354,6 +354,9 @@ def _answers(book: SchemaBook) -> dict[str, Schema]:
             "matched": INTEGER,
             "unknown": INTEGER,
             "mismatched": INTEGER,
+            "refused": _array(
+                _object({"index": INTEGER, "key": STRING, "field": STRING, "reason": STRING})
+            ),
             "servables": _array(
                 _object({"fqrv": fqrv, "metrics": counters | {"additionalProperties": NUMBER}})
             ),
