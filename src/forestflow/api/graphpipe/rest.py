@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from forestflow.api.graphpipe import route_docs as docs
 from forestflow.api.graphpipe.messages import (
     MetadataCall,
     read_request,
@@ -97,7 +97,11 @@ def build_graphpipe_router(
         inferred = await service.infer(contract, release, call)
         return _answer(write_infer_response(inferred.tensors), inferred.fqrv)
 
-    for path, name in ((CONTRACT + "/gp", "graphpipe"), (SERVABLE + "/gp", "graphpipe_release")):
+    routes = (
+        (CONTRACT + "/gp", "graphpipe", docs.GRAPHPIPE),
+        (SERVABLE + "/gp", "graphpipe_release", docs.GRAPHPIPE_RELEASE),
+    )
+    for path, name, doc in routes:
         router.add_api_route(
             path,
             graphpipe,
@@ -106,12 +110,7 @@ def build_graphpipe_router(
             operation_id=name,
             response_class=Response,
             dependencies=guard.dependencies(Permission.SCORE),  # type: ignore[arg-type]
-            tags=["GraphPipe"],
-            summary=(
-                "GraphPipe inference or metadata, "
-                + ("through the contract's router" if name == "graphpipe" else "on one release")
-            ),
-            **openapi_options(auth=guard.enabled),
+            **doc.route_options(guarded=True, auth=guard.enabled, parameters=True),
         )
     return router
 
@@ -138,40 +137,3 @@ def check_body_headers(headers: Mapping[str, str]) -> None:
             f"got {declared!r}",
             field="Content-Type",
         )
-
-
-_BINARY = {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}
-_ERRORS: dict[int, str] = {
-    400: "The body is not a GraphPipe Request flatbuffer (or the Host is refused)",
-    404: "Unknown contract, or a release that is not loaded",
-    413: "The body exceeds server.max_request_bytes",
-    415: "The body is declared as something other than application/octet-stream",
-    422: "The tensors do not match the model's inputs, or an output name is unknown",
-    500: "The model failed",
-    503: "The server is recovering its state",
-}
-
-
-def openapi_options(*, auth: bool) -> dict[str, Any]:
-    """The OpenAPI declaration of a GraphPipe route: binary body and answers."""
-    errors = dict(_ERRORS)
-    errors[401] = "A bearer token is required"
-    errors[403] = "The token's role may not score"
-    responses: dict[int | str, Any] = {
-        200: {"description": "An InferResponse or a MetadataResponse", "content": _BINARY},
-        **{
-            status: {"description": f"{why}: an InferResponse with one Error", "content": _BINARY}
-            for status, why in sorted(errors.items())
-        },
-    }
-    extra: dict[str, Any] = {
-        "requestBody": {
-            "required": True,
-            "description": "A GraphPipe Request (graphpipe.fbs) holding an InferRequest or a "
-            "MetadataRequest",
-            "content": _BINARY,
-        }
-    }
-    if auth:
-        extra["security"] = [{"bearerAuth": []}]
-    return {"responses": responses, "openapi_extra": extra}

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from forestflow import __version__
+from forestflow.api.mlflow_scoring import route_docs as docs
 from forestflow.api.mlflow_scoring.csv_body import parse_csv
 from forestflow.api.mlflow_scoring.errors import error_answer, internal_answer
 from forestflow.api.mlflow_scoring.inputs import contract_inputs, servable_inputs
@@ -79,7 +80,7 @@ def build_mlflow_router(
     router = APIRouter(route_class=MlflowScoringRoute)
     _route = route_adder(router, guard, Permission.READ)
 
-    @_route("POST", [CONTRACT + "/invocations"], Permission.SCORE)
+    @_route("POST", [CONTRACT + "/invocations"], Permission.SCORE, doc=docs.INVOCATIONS)
     async def invocations(
         request: Request, organization: str, project: str, contract_number: int
     ) -> Response:
@@ -88,7 +89,7 @@ def build_mlflow_router(
         frame = await read_frame(request, contract_inputs(control, contract), max_request_bytes)
         return predictions_response(await inference.score(contract, frame))
 
-    @_route("POST", [SERVABLE + "/invocations"], Permission.SCORE)
+    @_route("POST", [SERVABLE + "/invocations"], Permission.SCORE, doc=docs.RELEASE_INVOCATIONS)
     async def release_invocations(
         request: Request,
         organization: str,
@@ -101,7 +102,7 @@ def build_mlflow_router(
         frame = await read_frame(request, servable_inputs(control, fqrv), max_request_bytes)
         return predictions_response(await inference.score_servable(fqrv, frame))
 
-    @_route("GET", [CONTRACT + "/ping", CONTRACT + "/health"])
+    @_route("GET", [CONTRACT + "/ping", CONTRACT + "/health"], doc=docs.PING)
     async def ping(organization: str, project: str, contract_number: int) -> Response:
         require_ready()
         contract = Contract(organization, project, contract_number)
@@ -109,7 +110,7 @@ def build_mlflow_router(
             return not_serving(contract)
         return Response(PING_BODY, media_type=JSON)
 
-    @_route("GET", [SERVABLE + "/ping", SERVABLE + "/health"])
+    @_route("GET", [SERVABLE + "/ping", SERVABLE + "/health"], doc=docs.RELEASE_PING)
     async def release_ping(
         organization: str, project: str, contract_number: int, release_version: str
     ) -> Response:
@@ -119,7 +120,7 @@ def build_mlflow_router(
         )
         return Response(PING_BODY, media_type=JSON)
 
-    @_route("GET", [CONTRACT + "/version", SERVABLE + "/version"])
+    @_route("GET", [CONTRACT + "/version", SERVABLE + "/version"], doc=docs.VERSION)
     async def version() -> Response:
         return Response(__version__, media_type="text/plain")
 

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from forestflow import __version__
+from forestflow.api.openinference import route_docs as docs
 from forestflow.api.openinference.errors import is_ready_now, protocol_status
 from forestflow.api.openinference.models import ModelCatalog, ModelMetadata
 from forestflow.api.openinference.rest_codec import (
@@ -87,22 +88,29 @@ def build_openinference_router(
         is_ready = is_ready_now(require_ready)
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else NOT_READY)
 
-    for path, endpoint in (("/v2/health/live", live), ("/v2/health/ready", server_ready)):
-        router.add_api_route(path, endpoint, methods=["GET"], response_class=JSONResponse)
+    open_routes = (
+        ("/v2/health/live", live, docs.SERVER_LIVE),
+        ("/v2/health/ready", server_ready, docs.SERVER_READY),
+    )
+    for path, endpoint, doc in open_routes:
+        options = doc.route_options(guarded=False, auth=False, parameters=False)
+        router.add_api_route(
+            path, endpoint, methods=["GET"], response_class=JSONResponse, **options
+        )
 
-    @_route("GET", ["/v2"])
+    @_route("GET", ["/v2"], doc=docs.SERVER_METADATA)
     async def server_metadata() -> JSONResponse:
         return JSONResponse(
             {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
         )
 
-    @_route("GET", [MODEL, VERSION])
+    @_route("GET", [MODEL, VERSION], doc=docs.MODEL_METADATA)
     async def model_metadata(request: Request, model_name: str) -> JSONResponse:
         require_ready()
         metadata = catalog.metadata(model_name, _version(request))
         return JSONResponse(metadata_body(metadata))
 
-    @_route("GET", [MODEL + "/ready", VERSION + "/ready"])
+    @_route("GET", [MODEL + "/ready", VERSION + "/ready"], doc=docs.MODEL_READY)
     async def model_ready(request: Request, model_name: str) -> JSONResponse:
         require_ready()
         is_ready = catalog.ready(model_name, _version(request))
@@ -110,7 +118,7 @@ def build_openinference_router(
             {"name": model_name, "ready": is_ready}, status_code=200 if is_ready else NOT_READY
         )
 
-    @_route("POST", [MODEL + "/infer", VERSION + "/infer"], Permission.SCORE)
+    @_route("POST", [MODEL + "/infer", VERSION + "/infer"], Permission.SCORE, doc=docs.INFER)
     async def infer(request: Request, model_name: str) -> Response:
         require_ready()
         headers = request.headers
