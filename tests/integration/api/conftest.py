@@ -103,10 +103,13 @@ async def harness(harness_factory: HarnessFactory) -> Harness:
 # --- Every status the API answers is declared (issue 10, scope 5) -------------------------
 #
 # Each harness client records (method, path, status) of every answer it receives, for the
-# whole session. `test_openapi.py::test_every_answered_status_is_declared` then checks each
-# against the OpenAPI document; the hook below runs it after every other test of the
-# session, whatever the selection, so it sees everything the suite received. (A test, not
-# a session-finish hook: its failure is reported like any other, with the missing routes.)
+# whole session — this one's, and the in-process harnesses of the other protocols' suites
+# (tests/integration/{openinference,mlflow_scoring,graphpipe}), which record through
+# `answers_of` and `recorder`. `test_openapi.py::test_every_answered_status_is_declared`
+# then checks each against the OpenAPI document; the hook below runs it after every other
+# test of the session, whatever the selection, so it sees everything the suite received. (A
+# test, not a session-finish hook: its failure is reported like any other, with the missing
+# routes.)
 
 Answered = tuple[str, str, int]
 """method, path as requested, status"""

@@ -14,6 +14,7 @@ from forestflow.app import App, create_app
 from forestflow.config import Settings
 from forestflow.predictionlog.sinks import MemorySink
 from forestflow.testing import FakeClock
+from tests.integration.api.conftest import answers_of, recorder
 
 # the tests' artifacts are in temporary directories and the repository's fixtures
 TRUSTING: dict[str, dict[str, Any]] = {
@@ -36,8 +37,9 @@ GraphPipeHarnessFactory = Callable[..., Awaitable[GraphPipeHarness]]
 
 @pytest.fixture
 async def graphpipe_harness_factory(
-    tmp_path: Path,
+    tmp_path: Path, pytestconfig: pytest.Config
 ) -> AsyncIterator[GraphPipeHarnessFactory]:
+    answered = answers_of(pytestconfig)  # checked against the OpenAPI document
     started: list[GraphPipeHarness] = []
 
     async def make(data_dir: Path | None = None, **groups: Any) -> GraphPipeHarness:
@@ -52,7 +54,9 @@ async def graphpipe_harness_factory(
         await app.start(periodic=False)
         assert app.ready, app.startup_error
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app.asgi), base_url="http://localhost"
+            transport=httpx.ASGITransport(app=app.asgi),
+            base_url="http://localhost",
+            event_hooks={"response": [recorder(answered)]},
         )
         harness = GraphPipeHarness(app, client, sink)
         started.append(harness)

@@ -20,6 +20,7 @@ from forestflow.config import Settings
 from forestflow.predictionlog.sinks import MemorySink
 from forestflow.testing import FakeClock
 from tests.e2e.conftest import ServerProcess
+from tests.integration.api.conftest import answers_of, recorder
 
 START_TIMEOUT_S = 90.0
 # the tests' artifacts are in temporary directories, some of them pickles; the skops
@@ -62,7 +63,10 @@ MlflowHarnessFactory = Callable[..., Awaitable[MlflowHarness]]
 
 
 @pytest.fixture
-async def mlflow_harness_factory(tmp_path: Path) -> AsyncIterator[MlflowHarnessFactory]:
+async def mlflow_harness_factory(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> AsyncIterator[MlflowHarnessFactory]:
+    answered = answers_of(pytestconfig)  # checked against the OpenAPI document
     started: list[MlflowHarness] = []
 
     async def make(
@@ -76,7 +80,9 @@ async def mlflow_harness_factory(tmp_path: Path) -> AsyncIterator[MlflowHarnessF
             await app.start(periodic=False)
             assert app.ready, app.startup_error
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app.asgi), base_url="http://localhost"
+            transport=httpx.ASGITransport(app=app.asgi),
+            base_url="http://localhost",
+            event_hooks={"response": [recorder(answered)]},
         )
         harness = MlflowHarness(app, client, clock, sink)
         started.append(harness)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.e2e.conftest import ServerProcess, free_port
+from tests.integration.api.conftest import answers_of, recorder
 
 from forestflow.app import App, create_app
 from forestflow.config import Settings
@@ -49,7 +50,10 @@ OipHarnessFactory = Callable[..., Awaitable[OipHarness]]
 
 
 @pytest.fixture
-async def oip_harness_factory(tmp_path: Path) -> AsyncIterator[OipHarnessFactory]:
+async def oip_harness_factory(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> AsyncIterator[OipHarnessFactory]:
+    answered = answers_of(pytestconfig)  # checked against the OpenAPI document
     started: list[OipHarness] = []
 
     async def make(
@@ -67,7 +71,9 @@ async def oip_harness_factory(tmp_path: Path) -> AsyncIterator[OipHarnessFactory
             await app.start(periodic=False)
             assert app.ready, app.startup_error
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app.asgi), base_url="http://localhost"
+            transport=httpx.ASGITransport(app=app.asgi),
+            base_url="http://localhost",
+            event_hooks={"response": [recorder(answered)]},
         )
         harness = OipHarness(app, client, clock, sink)
         started.append(harness)
