@@ -27,7 +27,7 @@ import orjson
 
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV
-from forestflow.domain.frame import Column, Frame
+from forestflow.domain.frame import BlockColumns, Column, Frame
 from forestflow.domain.settings import LoggingSettings
 
 SCHEMA_VERSION = 1
@@ -191,7 +191,20 @@ def event_record(event: PredictionEvent) -> dict[str, Any]:
 
 
 def _columns(frame: Frame) -> dict[str, list[Any]]:
+    if isinstance(frame.columns, BlockColumns):  # every column in a matrix: a list per block
+        columns: dict[str, list[Any]] = {}
+        for block in frame.blocks:
+            columns.update(zip(block.names, _block_values(block.matrix), strict=True))
+        return columns
     return {name: _values(column) for name, column in frame.columns.items()}
+
+
+def _block_values(matrix: Column) -> list[list[Any]]:
+    """A matrix's columns as lists, in one conversion where no cell needs a look."""
+    kind = matrix.dtype.kind
+    if kind in "iub" or (kind == "f" and not np.isnan(matrix).any()):
+        return matrix.T.tolist()  # type: ignore[no-any-return]
+    return [_values(matrix[:, j]) for j in range(matrix.shape[1])]
 
 
 def _values(column: Column) -> list[Any]:

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from forestflow.domain.frame import Frame
+from forestflow.domain.frame import Block, Frame
 from forestflow.domain.settings import LoggingSettings
 from forestflow.predictionlog.events import (
     PredictionEvent,
@@ -140,3 +140,33 @@ class TestTheRecord:
 
     def test_no_key_no_row_keys(self) -> None:
         assert event_record(event_of(make_frame(x=[1.0]), None, None))["rowKeys"] is None
+
+
+class TestFeaturesHeldInMatrices:
+    @pytest.mark.parametrize(
+        "matrix",
+        [
+            np.array([[1.5, 2.0], [3.25, -4.0]]),
+            np.array([[1.5, math.nan], [math.nan, -4.0]], dtype=np.float32),
+            np.array([[1, 2], [3, 4]], dtype=np.int32),
+            np.array([[True, False], [False, True]]),
+            np.array([["a", None], ["b", "c"]], dtype=object),
+        ],
+    )
+    def test_are_written_as_the_same_columns(self, matrix: np.ndarray) -> None:
+        names = ("x", "y")
+        blocks = Frame.of_blocks((Block(names, matrix), Block(("z",), matrix[:, :1])))
+        columns = Frame(
+            {"x": matrix[:, 0].copy(), "y": matrix[:, 1].copy(), "z": matrix[:, 0].copy()}
+        )
+
+        from_blocks = event_record(event_of(blocks, None, None))["request"]["features"]
+        from_columns = event_record(event_of(columns, None, None))["request"]["features"]
+
+        assert list(from_blocks) == ["x", "y", "z"]
+        assert from_blocks == from_columns
+        assert all(
+            v is None or not (isinstance(v, float) and math.isnan(v))
+            for values in from_blocks.values()
+            for v in values
+        )
