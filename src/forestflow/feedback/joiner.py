@@ -376,8 +376,12 @@ class FeedbackJoiner(PredictionSink):
         return scorable
 
     def forget(self, fqrv: FQRV) -> None:
-        """Drop the rolling metrics of `fqrv` (call when the servable is deleted)."""
+        """Drop the rolling metrics of `fqrv` and the predictions it made that wait for
+        feedback (call when the servable is deleted): a redeploy of the same FQRV starts
+        from nothing."""
         with self._lock:
+            self._index(None)
+            self._pending.drop(fqrv)
             self._rolling.pop(fqrv, None)
 
     def stats(self) -> SinkStats:

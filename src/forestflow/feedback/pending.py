@@ -20,6 +20,7 @@ chain and every operation is O(1) per entry it touches. Not thread-safe: the joi
 from __future__ import annotations
 
 import collections
+import itertools
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -194,6 +195,26 @@ class PendingPredictions:
             found.append(entry)
             entry = entry.newer
         return found
+
+    def drop(self, fqrv: FQRV) -> int:
+        """Forget every prediction of `fqrv` (a servable deleted); returns how many."""
+        doomed = [entry for entry in self._by_arrival.values() if entry.fqrv == fqrv]
+        for bucket in {(entry.fqrv.contract, entry.key) for entry in doomed}:
+            chain = self.peek(*bucket)
+            kept = [entry for entry in chain if entry.fqrv != fqrv]
+            for entry in chain:
+                entry.newer = entry.last = None
+            if not kept:
+                del self._by_key[bucket]
+                continue
+            for older, newer in itertools.pairwise(kept):
+                older.newer = newer
+            kept[0].last = kept[-1]
+            self._by_key[bucket] = kept[0]
+        for entry in doomed:
+            del self._by_arrival[entry.seq]
+            self.bytes -= entry.size
+        return len(doomed)
 
     def take(self, contract: Contract, key: str) -> list[PendingPrediction]:
         """Forget and return every prediction of `contract` kept under `key`, oldest first."""

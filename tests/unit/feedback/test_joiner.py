@@ -603,6 +603,20 @@ class TestRollingWindow:
 
         assert joiner.join(CONTRACT, records(b=1.0)).updates[ACCURATE].values[MAE] == 1.0
 
+    def test_forget_drops_the_predictions_still_waiting_for_feedback(
+        self, joiner: FeedbackJoiner
+    ) -> None:
+        joiner.emit(regression(ACCURATE, "a", 9.0))  # made by the deleted servable
+        joiner.emit(regression(SLOPPY, "a", 5.0))
+        joiner.forget(ACCURATE)
+        joiner.emit(regression(ACCURATE, "b", 2.0))  # by the redeployed one
+
+        outcome = joiner.join(CONTRACT, records(a=1.0, b=1.0))
+
+        assert set(outcome.updates) == {ACCURATE, SLOPPY}
+        assert outcome.updates[ACCURATE].values[MAE] == 1.0  # only "b" counted
+        assert outcome.updates[SLOPPY].values[MAE] == 4.0
+
 
 class TestWindowAndMemoryBounds:
     def test_a_prediction_joins_until_the_window_ends(

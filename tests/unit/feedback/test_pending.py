@@ -173,6 +173,29 @@ class TestBounds:
         assert (len(pending), pending.bytes) == (0, 0)
 
 
+class TestDroppingAServable:
+    def test_only_its_predictions_go_chains_and_bytes_stay_right(self) -> None:
+        other = make_fqrv("v2")
+        pending = PendingPredictions(max_bytes=1 << 30)
+        for i, (fqrv, key) in enumerate(
+            [(FQRV, "a"), (other, "a"), (FQRV, "a"), (FQRV, "b"), (other, "c"), (other, "a")]
+        ):
+            pending.add(fqrv, key, compact_prediction(regression_view(i)), i)
+        one = pending.bytes // 6
+
+        assert pending.drop(FQRV) == 3
+
+        assert (len(pending), pending.bytes) == (3, 3 * one)
+        assert pending.oldest_arrival() == 1  # arrival order kept for eviction
+        assert [e.arrived_ms for e in pending.peek(make_contract(), "a")] == [1, 5]
+        assert pending.take(make_contract(), "b") == []
+        assert pending.pop_oldest().arrived_ms == 1
+        pending.add(FQRV, "a", compact_prediction(regression_view(6)), 6)  # the chain grows
+        assert [e.arrived_ms for e in pending.take(make_contract(), "a")] == [5, 6]
+        assert [e.arrived_ms for e in pending.take(make_contract(), "c")] == [4]
+        assert (len(pending), pending.bytes) == (0, 0)
+
+
 class TestSplitByKey:
     def test_each_key_gets_its_rows_in_order_of_first_appearance(self) -> None:
         prediction = make_frame(label=["a", "b", "c", "d"], a=[0.1, 0.2, 0.3, 0.4], n=[1, 2, 3, 4])
