@@ -117,6 +117,16 @@ class TestDocument:
         validate(document)
         assert document["openapi"].startswith("3.")
 
+    def test_operation_ids_are_unique_names_a_client_generator_can_use(
+        self, document: dict[str, Any]
+    ) -> None:
+        ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+        assert len(ids) == len(set(ids))
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", i) for i in ids), ids
+        # named by the routes, not made up by the framework from the path and method
+        assert not [i for i in ids if i.endswith(("_get", "_post", "_put", "_delete"))]
+        assert {"infer", "infer_versions", "update_policy_policy", "score_servable"} <= set(ids)
+
     def test_every_body_route_declares_its_body_and_real_success(
         self, document: dict[str, Any]
     ) -> None:

@@ -95,7 +95,12 @@ def build_openinference_router(
     for path, endpoint, doc in open_routes:
         options = doc.route_options(guarded=False, auth=False, parameters=False)
         router.add_api_route(
-            path, endpoint, methods=["GET"], response_class=JSONResponse, **options
+            path,
+            endpoint,
+            methods=["GET"],
+            response_class=JSONResponse,
+            operation_id=f"server_{endpoint.__name__.removeprefix('server_')}",
+            **options,
         )
 
     @_route("GET", ["/v2"], doc=docs.SERVER_METADATA)

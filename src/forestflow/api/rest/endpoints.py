@@ -16,6 +16,7 @@ from forestflow.api.rest.converters import parse_inference_request, prediction_b
 from forestflow.api.rest.openapi import RouteDoc
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.api.rest.views import metadata_body, servable_metrics_body
+from forestflow.control.deploy_warnings import deploy_warnings
 from forestflow.control.plane import ControlPlane, Edit
 from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
 from forestflow.domain.codec import decode, decode_changes, encode
@@ -99,6 +100,16 @@ def build_router(ctx: RestContext) -> APIRouter:
 Endpoint = Callable[..., Awaitable[Any]]
 
 
+def _alias_name(first: str, alias: str) -> str:
+    """What an alias path adds to the first: its fixed segments the first lacks (`policy`,
+    `versions`), else `release` for a path that adds a release."""
+    named = set(first.split("/"))
+    extra = [part for part in alias.split("/") if part and "{" not in part and part not in named]
+    if extra:
+        return "_".join(extra).replace("-", "_")
+    return "release" if alias.count("{") > first.count("{") else "alias"
+
+
 def route_adder(
     router: APIRouter, guard: Guard, default: Permission
 ) -> Callable[..., Callable[[Endpoint], Endpoint]]:
@@ -121,9 +132,10 @@ def route_adder(
                         guarded=True, auth=guard.enabled, parameters="{" in path
                     )
                     # the first path is the route's name; the others are aliases of it
-                    alias = path.rsplit("/", 1)[-1].replace("-", "_")
                     options["operation_id"] = (
-                        endpoint.__name__ if index == 0 else f"{endpoint.__name__}_{alias}"
+                        endpoint.__name__
+                        if index == 0
+                        else f"{endpoint.__name__}_{_alias_name(paths[0], path)}"
                     )
                 router.add_api_route(
                     path,
@@ -283,7 +295,7 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
     async def deploy(request: Request) -> JSONResponse:
         serve = _serve_request(await read_json(request, ctx.max_request_bytes))
         fqrv = await deploy_checked(request, serve)
-        return wrapped("ServableCreatedSuccessfully", {"fqrv": encode(fqrv)}, 201)
+        return wrapped("ServableCreatedSuccessfully", _created(fqrv, serve), 201)
 
     @_route("POST", ["/servable" + SERVABLE], deploy_, doc=docs.DEPLOY_AT)
     async def deploy_at(
@@ -296,7 +308,7 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         fqrv = _fqrv(organization, project, contract_number, release_version)
         serve = _serve_request(await read_json(request, ctx.max_request_bytes), fqrv)
         await deploy_checked(request, serve)
-        return wrapped("ServableCreatedSuccessfully", {"fqrv": encode(fqrv)}, 201)
+        return wrapped("ServableCreatedSuccessfully", _created(fqrv, serve), 201)
 
     @_route(
         "PUT",
@@ -372,6 +384,13 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
     ) -> JSONResponse:
         fqrv = _fqrv(organization, project, contract_number, release_version)
         return JSONResponse(metadata_body(fqrv, control.signature(fqrv)))
+
+
+def _created(fqrv: FQRV, serve: ServeRequest) -> dict[str, Any]:
+    """The `ServableCreatedSuccessfully` body: the FQRV, and `warnings` when there are any
+    (a release that waits for a performance metric: docs/migrating.md)."""
+    warnings = deploy_warnings(fqrv, serve.servable_settings)
+    return {"fqrv": encode(fqrv), **({"warnings": warnings} if warnings else {})}
 
 
 def _serve_request(body: Any, fqrv: FQRV | None = None) -> ServeRequest:
