@@ -18,6 +18,7 @@ from forestflow.control.state import ContractRecord, ServableRecord
 from forestflow.domain.evaluation import ContractEvaluation, evaluate_contract
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.metrics import ServableMetrics
+from forestflow.domain.settings import MissingValues
 from forestflow.domain.signature import ModelSignature
 
 
@@ -81,17 +82,21 @@ class PolicyEvaluator:
                 live.phase_in_pct = metrics.current_phase_in_pct
                 live.valid = metrics.last_valid
             servables = {
-                s.fqrv: ServableRoute(
-                    s.fqrv, s.settings.logging_settings, self._live[s.fqrv].counters
-                )
-                for s in record.servables
-                if self._loaded(s.fqrv)
+                s.fqrv: self._servable_route(s) for s in record.servables if self._loaded(s.fqrv)
             }
             shadows = tuple(r for r in servables.values() if r.shadows)
+            refuse = record.settings.missing_values is MissingValues.REFUSE
             routes[record.contract] = ContractRoute(
-                record.contract, result.plan, servables, shadows
+                record.contract, result.plan, servables, shadows, refuse_missing=refuse
             )
         self._routes = routes
+
+    def _servable_route(self, servable: ServableRecord) -> ServableRoute:
+        live = self._live[servable.fqrv]
+        inputs = tuple(live.signature.input_names) if live.signature is not None else ()
+        return ServableRoute(
+            servable.fqrv, servable.settings.logging_settings, live.counters, inputs
+        )
 
     def route(self, contract: Contract) -> ContractRoute | None:
         """The published route of `contract`, if it was evaluated."""

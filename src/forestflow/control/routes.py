@@ -18,6 +18,8 @@ class ServableRoute:
     fqrv: FQRV
     logging: LoggingSettings
     counters: ServableCounters
+    inputs: tuple[str, ...] = ()
+    """The model's input names (none: it takes the request's fields in order)."""
 
     @property
     def shadows(self) -> bool:
@@ -33,3 +35,5 @@ class ContractRoute:
     plan: RoutePlan = NO_ROUTE
     servables: Mapping[FQRV, ServableRoute] = field(default_factory=dict)
     shadow_candidates: tuple[ServableRoute, ...] = ()
+    refuse_missing: bool = False
+    """Requests with a missing value are refused (`missingValues: refuse`)."""

@@ -79,6 +79,16 @@ class ServableSettings:
     batching_settings: BatchingSettings = field(default_factory=BatchingSettings)
 
 
+class MissingValues(enum.Enum):
+    """What a contract does with a missing value (a `null`, or an input left out) for an
+    input whose model has a notion of missing (NaN for floats)."""
+
+    ACCEPT = "accept"
+    """Score it as missing, as the model would."""
+    REFUSE = "refuse"
+    """Refuse the request (422), naming the input."""
+
+
 @dataclass(frozen=True, slots=True)
 class ContractSettings:
     """Everything configurable about one contract.
@@ -89,6 +99,7 @@ class ContractSettings:
 
     expiration_policy: ExpirationPolicy = field(default_factory=lambda: KeepLatest(2))
     router: Router = field(default_factory=LatestPhaseInPctBasedRouter)
+    missing_values: MissingValues = MissingValues.ACCEPT
 
 
 SettingsT = TypeVar(

@@ -47,6 +47,36 @@ def _invalid(message: str, field: str | None = None) -> InferenceRequestInvalidE
     return InferenceRequestInvalidError(message, field=field)
 
 
+def check_complete(frame: Frame, inputs: Sequence[str]) -> None:
+    """Refuse a frame that leaves out one of `inputs` or holds a missing value (`null`,
+    NaN) in one, naming the first such input (a contract's `missingValues: refuse`)."""
+    for name in inputs:
+        if name not in frame:
+            raise _invalid(
+                "the input is left out, and this contract refuses missing values "
+                "(missingValues: refuse)",
+                name,
+            )
+        column = frame[name]
+        kind = column.dtype.kind
+        if kind == "f":
+            gaps = np.flatnonzero(np.isnan(column))
+        elif kind == "O":
+            gaps = np.flatnonzero([_is_missing(value) for value in column])
+        else:
+            continue
+        if gaps.size:
+            raise _invalid(
+                f"row {int(gaps[0])}: the value is missing, and this contract refuses "
+                "missing values (missingValues: refuse)",
+                name,
+            )
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # noqa: PLR0124
+
+
 def conform(frame: Frame, signature: ModelSignature) -> Frame:
     """The frame restricted to the model's inputs, in order, cast to their types.
 

@@ -16,6 +16,7 @@ from forestflow.control.runner import ServableRunner
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.settings import LogLevel
+from forestflow.domain.signature import check_complete
 from forestflow.errors import ForestFlowError, ModelFailedError, NoActiveServablesForContract
 from forestflow.predictionlog.events import PredictionEvent, RowKeys
 from forestflow.predictionlog.sinks import PredictionSink
@@ -66,6 +67,8 @@ class InferenceService:
         if fqrv is None:
             raise NoActiveServablesForContract(contract)
         servable = route.servables[fqrv]
+        if route.refuse_missing:
+            check_complete(frame, servable.inputs)
         started = time.perf_counter()
         prediction = await self._runner.predict(fqrv, frame)
         servable.counters.scored()
@@ -75,7 +78,9 @@ class InferenceService:
 
     async def score_servable(self, fqrv: FQRV, frame: Frame) -> Scored:
         """Score on one servable, bypassing the router; not counted in `scoreCount`."""
-        self._control.servable_route(fqrv)
+        servable = self._control.servable_route(fqrv)
+        if self._control.route(fqrv.contract).refuse_missing:
+            check_complete(frame, servable.inputs)
         return Scored(fqrv, await self._runner.predict(fqrv, frame))
 
     def _fan_out(self, route: ContractRoute, served: FQRV, frame: Frame) -> None:

@@ -212,7 +212,10 @@ WIRE_NAMES: list[tuple[object, list[str]]] = [
         ["validityPolicy", "phaseInPolicy"],
     ),
     (ServableSettings(), ["policySettings", "loggingSettings", "batchingSettings"]),
-    (ContractSettings(KeepLatest(3), FairPhaseInPctBasedRouter()), ["expirationPolicy", "router"]),
+    (
+        ContractSettings(KeepLatest(3), FairPhaseInPctBasedRouter()),
+        ["expirationPolicy", "router", "missingValues"],
+    ),
 ]
 
 
@@ -326,6 +329,7 @@ class TestDefaults:
         assert encode(ContractSettings()) == {
             "expirationPolicy": {"KeepLatest": {"servablesToKeep": 2}},
             "router": {"LatestPhaseInPctBasedRouter": {}},
+            "missingValues": "accept",
         }
 
     def test_sample_rate_defaults_to_one_percent(self) -> None:
@@ -654,7 +658,10 @@ class TestRoundTrip:
             return {"type": name, **body}
 
         encoded = encode(value)
-        data = {key: type_form(wrapped) for key, wrapped in encoded.items()}
+        data = {
+            key: type_form(wrapped) if isinstance(wrapped, Mapping) else wrapped
+            for key, wrapped in encoded.items()
+        }
         assert decode(ContractSettings, data) == value
 
 
