@@ -17,6 +17,7 @@ the keys themselves are built when first asked for, on the emitter's thread (the
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ def event_record(event: PredictionEvent) -> dict[str, Any]:
     """The event as JSON-ready data in schema `SCHEMA_VERSION` (columnar features/prediction)."""
     return {
         "schemaVersion": SCHEMA_VERSION,
-        "fqrv": encode(event.fqrv),
+        "fqrv": _fqrv_json(event.fqrv),
         "servedRequest": event.served_request,
         "timestampMS": event.timestamp_ms,
         "latencyMS": round(event.latency_ms, 3),
@@ -188,6 +189,13 @@ def event_record(event: PredictionEvent) -> dict[str, Any]:
         },
         "prediction": _columns(event.prediction),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _fqrv_json(fqrv: FQRV) -> dict[str, Any]:
+    """`encode(fqrv)`, made once per servable (shared: never mutated)."""
+    encoded: dict[str, Any] = encode(fqrv)
+    return encoded
 
 
 def _columns(frame: Frame) -> dict[str, list[Any]]:
