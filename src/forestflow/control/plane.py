@@ -26,6 +26,7 @@ from forestflow.artifacts.cache import ArtifactCache
 from forestflow.clock import Clock
 from forestflow.control.command_log import CommandLog
 from forestflow.control.counters import ServableCounters
+from forestflow.control.deploy_warnings import deploy_warnings
 from forestflow.control.deployer import Deployer, Loaded
 from forestflow.control.evaluator import LiveServable, PolicyEvaluator, derived_events
 from forestflow.control.events import (
@@ -234,6 +235,8 @@ class ControlPlane:
                 await self.deployer.unload(fqrv)
             raise
         log.info("deployed %s in %.2f s", fqrv, time.perf_counter() - started)
+        for warning in deploy_warnings(fqrv, request.servable_settings):
+            log.warning(warning)
 
     def _deploy_events(
         self, fqrv: FQRV, request: ServeRequest, loaded: Loaded, actor: str | None

@@ -389,13 +389,17 @@ def _answers(book: SchemaBook) -> dict[str, Schema]:
         "TensorType": _enum(TensorType),
         "InferenceRequest": _inference_request(),
         "PredictionAnswer": _wrapper("Prediction", _prediction()),
+        "ServableCreatedSuccessfully": _wrapper(
+            "ServableCreatedSuccessfully",
+            {
+                **_object({"fqrv": fqrv, "warnings": _array(STRING)}, "warnings"),
+                "description": "`warnings`, only when there are any: what the deploy relies on "
+                "that behaves unlike the original ForestFlow (docs/migrating.md).",
+            },
+        ),
         **{
             name: _wrapper(name, with_fqrv)
-            for name in (
-                "ServableCreatedSuccessfully",
-                "PolicySettingsUpdatedSuccessfully",
-                "LoggingSettingsUpdatedSuccessfully",
-            )
+            for name in ("PolicySettingsUpdatedSuccessfully", "LoggingSettingsUpdatedSuccessfully")
         },
         "ServablesDeletedSuccessfully": _wrapper(
             "ServablesDeletedSuccessfully", _object({"fqrvs": _array(fqrv)})
