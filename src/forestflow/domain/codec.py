@@ -3,7 +3,9 @@
 Accepts what SPEC §3 allows: polymorphic values as a single-key wrapper
 (`{"KeepLatest": {"servablesToKeep": 2}}`), in the `type` form
 (`{"type": "KeepLatest", "servablesToKeep": 2}`) or as a bare name; camelCase and
-snake_case for every field; enums in any case. Emits the wrapper form and camelCase.
+snake_case for every field; enums in any case, or by the number the original ForestFlow's
+`.proto` files give them (its protobuf JSON accepted both: `"logLevel": 2` is FULL).
+Integers may be strings, as protobuf JSON renders int64. Emits the wrapper form and camelCase.
 Errors name the field path (`policySettings.validityPolicy[1].validAfterMS`).
 """
 
@@ -22,9 +24,22 @@ from typing import Any, TypeVar, Union
 from forestflow.errors import ForestFlowError, InvalidField
 
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
 JSON = Any
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT_STRING = re.compile(r"-?[0-9]+")
+
+# The enums of the original ForestFlow, member names in the order of their protobuf numbers
+# 1, 2, 3, ... (LoggingSettings.proto LogLevel, ExpirationPolicies.proto Ordering,
+# Tensor.proto TensorType): its clients may send `"logLevel": 2` for FULL.
+_PROTOBUF_NUMBERS: dict[str, tuple[str, ...]] = {
+    "LogLevel": ("NONE", "FULL", "SAMPLE"),
+    "Ordering": ("DESC", "ASC"),
+    "TensorType": (
+        "Float16", "Float32", "Float64", "Int8", "Int16", "Int32", "Int64", "String", "Bool",
+        "Bytes",
+    ),
+}  # fmt: skip
 
 
 def wire(name: str, **kwargs: Any) -> Any:
@@ -196,8 +211,28 @@ def _decode_enum(tp: type[enum.Enum], data: JSON, path: str) -> enum.Enum:
         for member in tp:
             if name.lower() in (member.name.lower(), str(member.value).lower()):
                 return member
+    numbered = enum_from_number(tp, name)
+    if numbered is not None:
+        return numbered
     known = ", ".join(str(m.value) for m in tp)
+    numbers = protobuf_numbers(tp)
+    if numbers:
+        known += f" (or their numbers {', '.join(str(n) for n in numbers)})"
     raise _fail(path, f"unknown value {name!r}; expected one of {known}")
+
+
+def protobuf_numbers(tp: type[enum.Enum]) -> tuple[int, ...]:
+    """The numbers the original ForestFlow's `.proto` files give `tp`'s members (or none)."""
+    return tuple(range(1, len(_PROTOBUF_NUMBERS.get(tp.__name__, ())) + 1))
+
+
+def enum_from_number(tp: type[E], number: object) -> E | None:
+    """The member of `tp` the original's `.proto` files number `number`; None when `number`
+    is not an integer that numbers a member."""
+    names = _PROTOBUF_NUMBERS.get(tp.__name__, ())
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= len(names):
+        return None
+    return tp[names[number - 1]]
 
 
 def _polymorphic_name(data: dict[str, Any], path: str) -> str:

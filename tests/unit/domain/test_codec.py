@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import json
 import re
 from collections.abc import Mapping
@@ -10,7 +11,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from forestflow.domain.codec import decode, decode_changes, encode, wire
+from forestflow.domain.codec import (
+    decode,
+    decode_changes,
+    encode,
+    enum_from_number,
+    protobuf_numbers,
+    wire,
+)
 from forestflow.domain.expiration import ExpirationPolicy, KeepLatest, KeepTopRanked
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import TensorType
@@ -425,11 +433,58 @@ class TestEnums:
         )
         assert rule == PerformanceBasedValidity(3.0, "mae", Ordering.ASC)
 
-    @pytest.mark.parametrize("data", ["VERBOSE", 1, None, {"type": "Loud"}])
+    @pytest.mark.parametrize("data", ["VERBOSE", 0, 4, True, 2.0, "2", None, {"type": "Loud"}])
     def test_unknown_value_lists_the_known_ones(self, data: object) -> None:
         with pytest.raises(InvalidField, match="expected one of NONE, FULL, SAMPLE") as caught:
             decode(ServableSettings, {"loggingSettings": {"logLevel": data}})
         assert field_of(caught) == "loggingSettings.logLevel"
+        assert caught.value.message.endswith("(or their numbers 1, 2, 3)")
+
+    @pytest.mark.parametrize(
+        ("number", "level"), [(1, LogLevel.NONE), (2, LogLevel.FULL), (3, LogLevel.SAMPLE)]
+    )
+    def test_log_level_by_the_original_s_protobuf_number(
+        self, number: int, level: LogLevel
+    ) -> None:
+        # LoggingSettings.proto: NONE = 1, FULL = 2, SAMPLE = 3
+        assert decode(LoggingSettings, {"logLevel": number}).log_level is level
+
+    @pytest.mark.parametrize(("number", "ordering"), [(1, Ordering.DESC), (2, Ordering.ASC)])
+    def test_ordering_by_the_original_s_protobuf_number(
+        self, number: int, ordering: Ordering
+    ) -> None:
+        # ExpirationPolicies.proto: DESC = 1, ASC = 2
+        policy = decode(
+            ExpirationPolicy,
+            {
+                "KeepTopRanked": {
+                    "servablesToKeep": 1,
+                    "metricToEvaluate": "mae",
+                    "ordering": number,
+                }
+            },
+        )
+        assert policy == KeepTopRanked(1, "mae", ordering)
+
+    def test_tensor_types_by_the_original_s_protobuf_numbers(self) -> None:
+        # Tensor.proto: Float16 = 1 ... Bytes = 10, in this order
+        names = [
+            "Float16", "Float32", "Float64", "Int8", "Int16", "Int32", "Int64", "String", "Bool",
+            "Bytes",
+        ]  # fmt: skip
+        assert [enum_from_number(TensorType, n) for n in range(1, 11)] == [
+            TensorType[name] for name in names
+        ]
+        assert protobuf_numbers(TensorType) == tuple(range(1, 11))
+        assert enum_from_number(TensorType, 11) is None
+        assert enum_from_number(TensorType, "3") is None
+
+    def test_an_enum_the_original_did_not_have_takes_no_numbers(self) -> None:
+        class Colour(enum.Enum):
+            RED = "RED"
+
+        assert protobuf_numbers(Colour) == ()
+        assert enum_from_number(Colour, 1) is None
 
     def test_encode_emits_the_upper_case_value(self) -> None:
         assert encode(LogLevel.SAMPLE) == "SAMPLE"
@@ -437,6 +492,30 @@ class TestEnums:
 
 
 class TestScalars:
+    def test_the_original_s_numbers_as_protobuf_json_renders_them(self) -> None:
+        # protobuf JSON renders int64 as strings; the original's clients may send them so
+        assert decode(
+            ServableSettings,
+            {
+                "policySettings": {
+                    "validityPolicy": [{"TimeBasedValidity": {"validAfterMS": "1700000000000"}}],
+                    "phaseInPolicy": {"LinearTimeBasedPhaseIn": {"phaseInOverSecs": "3600"}},
+                },
+                "loggingSettings": {"logLevel": 2, "keyFeatures": ["reqid"]},
+            },
+        ).policy_settings == PolicySettings(
+            (TimeBasedValidity(1_700_000_000_000),), LinearTimeBasedPhaseIn(3600.0)
+        )
+        settings = decode(
+            ContractSettings, {"expirationPolicy": {"KeepLatest": {"servablesToKeep": "2"}}}
+        )
+        assert settings.expiration_policy == KeepLatest(2)
+        fqrv = {
+            "contract": {"organization": "o", "project": "p", "contract_number": "3"},
+            "release_version": "v1",
+        }
+        assert decode(FQRV, fqrv) == FQRV(Contract("o", "p", 3), "v1")
+
     @pytest.mark.parametrize(
         ("data", "expected"), [("1700000000000", 1_700_000_000_000), (" 42 ", 42), (7.0, 7), (3, 3)]
     )

@@ -3,6 +3,11 @@
 Request: `schema` lists typed groups of field names; each `datum` is one row whose
 `tensors` follow the schema order, one value per field. Response: the prediction's
 columns grouped by type in the same shape.
+
+What the original ForestFlow's protobuf JSON accepted is accepted too: a schema type by
+its `Tensor.proto` number (`{"type": 3, ...}` is Float64), a bytes tensor under the name
+`Byte` (the original's `Tensor` field), integer values as strings (protobuf JSON renders
+int64 as strings).
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ import binascii
 import functools
 import itertools
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from forestflow.domain.codec import encode
+from forestflow.domain.codec import encode, enum_from_number
 from forestflow.domain.frame import Block, Column, Frame, TensorType
 from forestflow.errors import InvalidField
 
-_TYPES = {t.value.lower(): t for t in TensorType}
+# "Byte": the bytes field of the original's `Tensor` message
+_TYPES = {t.value.lower(): t for t in TensorType} | {"byte": TensorType.Bytes}
+_INT_STRING = re.compile(r"-?[0-9]+")
 
 
 def _invalid(field: str, message: str) -> InvalidField:
@@ -156,10 +164,14 @@ def _validate_schema(schema: Any) -> Schema:
 
 
 def _tensor_type(name: Any, path: str) -> TensorType:
-    tensor_type = _TYPES.get(name.lower()) if isinstance(name, str) else None
+    if isinstance(name, str):
+        tensor_type = _TYPES.get(name.lower())
+    else:
+        tensor_type = enum_from_number(TensorType, name)
     if tensor_type is None:
         known = ", ".join(t.value for t in TensorType)
-        raise _invalid(path, f"unknown tensor type {name!r}; expected one of {known}")
+        numbers = f"or their numbers 1 to {len(TensorType)}"
+        raise _invalid(path, f"unknown tensor type {name!r}; expected one of {known} ({numbers})")
     return tensor_type
 
 
@@ -225,6 +237,8 @@ def _tensor_data(
 
 
 def _column(values: list[Any], tensor_type: TensorType, name: str) -> Column:
+    if tensor_type.is_integer:
+        values = [_int_of_string(v) for v in values]
     check = _CHECKS[tensor_type]
     for row, value in enumerate(values):
         if value is not None and not check(value):
@@ -267,6 +281,14 @@ def _check_range(values: list[Any], tensor_type: TensorType, name: str) -> None:
                 name,
                 f"row {row}: {value!r} is out of range for {tensor_type.value} [{low}, {high}]",
             )
+
+
+def _int_of_string(value: Any) -> Any:
+    """`value` as an int when it is an integer's decimal text (protobuf JSON's int64), else
+    unchanged (to be checked)."""
+    if isinstance(value, str) and _INT_STRING.fullmatch(value.strip()):
+        return int(value)
+    return value
 
 
 def _is_number(value: Any) -> bool:

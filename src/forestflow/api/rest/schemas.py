@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, Union
 
 from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
+from forestflow.domain.codec import enum_from_number, protobuf_numbers
 from forestflow.domain.fqrv import FQRV, MAX_NAME_LENGTH, Contract
 from forestflow.domain.frame import TensorType
 from forestflow.domain.metrics import ServableMetrics
@@ -163,10 +164,19 @@ class SchemaBook:
 
 
 def _enum(tp: type[enum.Enum]) -> Schema:
-    return {
+    names: Schema = {
         "type": "string",
         "enum": [str(m.value) for m in tp],
         "description": "Matched case-insensitively.",
+    }
+    numbers = protobuf_numbers(tp)
+    if not numbers:
+        return names
+    meaning = ", ".join(f"{n} = {getattr(enum_from_number(tp, n), 'value', '')}" for n in numbers)
+    return {
+        "anyOf": [names, {"type": "integer", "enum": list(numbers)}],
+        "description": "A name, matched case-insensitively, or the original ForestFlow's "
+        f"protobuf number: {meaning}. Answers give the name.",
     }
 
 
