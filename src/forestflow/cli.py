@@ -34,11 +34,11 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", help="Interface to bind (default 127.0.0.1; 0.0.0.0 for all).")
-@click.option("--port", type=int, help="TCP port (default 8090, or $APPLICATION_HTTP_PORT).")
+@click.option("--port", type=int, help="TCP port (default 8090, or $APPLICATION_HTTP_PORT_CONFIG).")
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    help="State, artifacts and logs (default ./data).",
+    help="State, artifacts and logs (default ./data, or $LOCAL_WORKING_DIR_CONFIG).",
 )
 @click.option("--workers", type=int, help="Worker threads that run models (default: CPU count).")
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO).")
@@ -70,7 +70,11 @@ def serve(
 
     from forestflow.api.connections import uvicorn_options  # noqa: PLC0415
     from forestflow.app import StartupError, create_app  # noqa: PLC0415
-    from forestflow.config import describe_settings_error, load_settings  # noqa: PLC0415
+    from forestflow.config import (  # noqa: PLC0415
+        describe_settings_error,
+        ignored_aliases,
+        load_settings,
+    )
     from forestflow.store.sqlite import StoreError  # noqa: PLC0415
 
     try:
@@ -84,6 +88,8 @@ def serve(
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        for note in ignored_aliases(settings):
+            logging.getLogger("forestflow.config").warning(note)
         app = create_app(settings, reinitialize=reinitialize)
     except ValidationError as error:
         _fail(f"cannot start: {describe_settings_error(error)}")

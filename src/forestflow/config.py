@@ -2,8 +2,10 @@
 
 Precedence, highest first: options given to `forestflow serve`, `FORESTFLOW_*` environment
 variables (nested with `__`, e.g. `FORESTFLOW_SERVER__PORT`), the original ForestFlow's
-`APPLICATION_HTTP_PORT`, the TOML file named by `--config` or `FORESTFLOW_CONFIG_FILE`,
-then the defaults below.
+variables `APPLICATION_HTTP_PORT_CONFIG` (the port) and `LOCAL_WORKING_DIR_CONFIG` (the
+data directory), the TOML file named by `--config` or `FORESTFLOW_CONFIG_FILE`, then the
+defaults below. When an option or a `FORESTFLOW_*` variable overrides one of the original's
+variables with another value, `ignored_aliases` says so, for the server to log.
 """
 
 from __future__ import annotations
@@ -297,15 +299,62 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+PORT_ALIAS = "APPLICATION_HTTP_PORT_CONFIG"
+DATA_DIR_ALIAS = "LOCAL_WORKING_DIR_CONFIG"
+
+
 class _LegacyEnvironment(PydanticBaseSettingsSource):
-    """The original ForestFlow's environment variable names."""
+    """The original ForestFlow's environment variables: its HTTP port and its local working
+    directory (where it kept its state and its copies of the models: our data directory)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        port = os.environ.get("APPLICATION_HTTP_PORT")
-        return {"server": {"port": port}} if port else {}
+        values: dict[str, Any] = {}
+        port = _alias_port()
+        if port is not None:
+            values["server"] = {"port": port}
+        data_dir = _alias_data_dir()
+        if data_dir is not None:
+            values["data_dir"] = data_dir
+        return values
+
+
+def _alias_port() -> int | None:
+    """`APPLICATION_HTTP_PORT_CONFIG` as a port number; a ValueError naming the variable
+    when it is set to anything else (blank counts as unset)."""
+    text = os.environ.get(PORT_ALIAS, "").strip()
+    if not text:
+        return None
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError(f"{PORT_ALIAS} must be a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _alias_data_dir() -> Path | None:
+    """`LOCAL_WORKING_DIR_CONFIG` as a path (blank counts as unset)."""
+    text = os.environ.get(DATA_DIR_ALIAS, "").strip()
+    return Path(text) if text else None
+
+
+def ignored_aliases(settings: Settings) -> list[str]:
+    """A sentence for each of the original's variables that is set but overridden by a
+    `forestflow serve` option or a `FORESTFLOW_*` variable with a different value."""
+    notes = []
+    port = _alias_port()
+    if port is not None and port != settings.server.port:
+        notes.append(
+            f"{PORT_ALIAS}={port} is ignored: the port is {settings.server.port}, "
+            "from --port or FORESTFLOW_SERVER__PORT, which take precedence"
+        )
+    data_dir = _alias_data_dir()
+    if data_dir is not None and data_dir.resolve() != settings.data_dir.resolve():
+        notes.append(
+            f"{DATA_DIR_ALIAS}={data_dir} is ignored: the data directory is "
+            f"{settings.data_dir}, from --data-dir or FORESTFLOW_DATA_DIR, which take precedence"
+        )
+    return notes
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
