@@ -54,17 +54,17 @@ class ServerProcess:
 
     def start_with(self, *options: str) -> ServerProcess:
         """Start the process with more `serve` options; return once it is ready."""
-        command = [
-            sys.executable,
-            "-m",
-            "forestflow.cli",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            *options,
-        ]
+        return self._start("--port", str(self.port), "--data-dir", str(self.data_dir), *options)
+
+    def start_from_environment(self, port_variable: str, data_dir_variable: str) -> ServerProcess:
+        """Start the process without options: the environment variables named (the original
+        ForestFlow's, say) give it its port and data directory."""
+        given = {port_variable: str(self.port), data_dir_variable: str(self.data_dir)}
+        self._env = {**self._env, **given}
+        return self._start()
+
+    def _start(self, *options: str) -> ServerProcess:
+        command = [sys.executable, "-m", "forestflow.cli", "serve", *options]
         self._reaped = False
         self.proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self._env

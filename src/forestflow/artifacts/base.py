@@ -83,6 +83,12 @@ class ArtifactFetcher(ABC):
         """The FQRV the location itself implies (Git tags do), used when a request has none."""
         return None
 
+    def directory_of(self, location: str, name: str) -> str | None:
+        """The location of the directory holding the file `location` names, when that file
+        is called `name` (an MLflow model's `MLmodel`, named instead of its directory);
+        None when it is not, or when the protocol has no directories (HTTP, Git, MLflow)."""
+        return None
+
 
 ArtifactFetcher.registry = Registry("storage protocol")
 for _name, _target in (

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from forestflow.artifacts.base import ArtifactFetcher, StorageOptions
 from forestflow.artifacts.budget import FetchBudget
@@ -47,6 +47,15 @@ class LocalFetcher(ArtifactFetcher):
             name = given.name if given.name not in ("", ".", "..") else real.name
             copy.copy_file(real, destination / name)
         log.info("copied artifact %s into the cache (%d bytes)", given, budget.written)
+
+    def directory_of(self, location: str, name: str) -> str | None:
+        """`file:///m/MLmodel` → `file:///m`, `m/MLmodel` → `m` (for `name` "MLmodel")."""
+        parts = urlsplit(location)
+        if parts.scheme.lower() == "file":
+            path = PurePosixPath(parts.path)
+            return urlunsplit(parts._replace(path=str(path.parent))) if path.name == name else None
+        plain = Path(location)
+        return str(plain.parent) if plain.name == name else None
 
     def _source(self, location: str, artifact_path: str | None) -> tuple[Path, Path]:
         """The path as given and its real path, which must be an allowed, existing

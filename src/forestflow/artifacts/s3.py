@@ -1,4 +1,6 @@
-"""The S3 fetcher: `s3://bucket/key-or-prefix` on AWS or any S3-compatible store.
+"""The S3 fetcher: `s3://bucket/key-or-prefix` on AWS or any S3-compatible store, and the
+original ForestFlow's `s3::http(s)://host[:port]/bucket/prefix bucket=<bucket> [region=…]`
+(see `forestflow.artifacts.s3_locations`).
 
 - When the key names an object, that object is downloaded; an archive (.zip, .tar.gz,
   .tgz, .tar) is extracted safely and `artifact_path` then selects a sub-directory of it,
@@ -9,11 +11,14 @@
   refused.
 
 The endpoint is `StorageOptions.s3_endpoint_url` (None = boto3's default, which honours
-`AWS_ENDPOINT_URL`); credentials, region and retries come from boto3's default chain
-(environment variables, `~/.aws`, instance roles). Failures are a 422 naming `path`.
-The endpoint is the operator's, so it is not subject to `storage.allow_private_hosts`;
-the fetch's `FetchBudget` bounds the objects' declared sizes before they are downloaded,
-and every chunk as it arrives (size 413, free space 507, deadline 422).
+`AWS_ENDPOINT_URL`), or the one the original's form names; credentials, region (unless the
+location names one) and retries come from boto3's default chain (environment variables,
+`~/.aws`, instance roles). A malformed location is a 400 naming `path`; other failures are
+a 422 naming `path`. The configured endpoint is the operator's, so it is not subject to
+`storage.allow_private_hosts`; an endpoint the location names is checked as an HTTP(S)
+URL's host is (`hosts.HostCheck`), unless it is the configured one. The fetch's
+`FetchBudget` bounds the objects' declared sizes before they are downloaded, and every
+chunk as it arrives (size 413, free space 507, deadline 422).
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ from typing import Any
 from forestflow.artifacts.archives import install_download
 from forestflow.artifacts.base import ArtifactFetcher
 from forestflow.artifacts.budget import FetchBudget
+from forestflow.artifacts.hosts import HostCheck
 from forestflow.artifacts.http import DownloadProgress
+from forestflow.artifacts.s3_locations import (
+    S3Location,
+    parent_location,
+    parse_s3_location,
+    same_endpoint,
+)
 from forestflow.errors import CreateServableRequestInvalidError
 
 log = logging.getLogger(__name__)
@@ -46,12 +58,14 @@ class S3Fetcher(ArtifactFetcher):
         self, location: str, artifact_path: str | None, destination: Path, budget: FetchBudget
     ) -> None:
         """Download `location` into `destination`."""
+        where = parse_s3_location(location)
+        self._check_endpoint(location, where)
         boto3, botocore = _boto3()
-        bucket, key = _split(location)
-        client = self._client(boto3, botocore, budget)
+        bucket = where.bucket
+        client = self._client(boto3, botocore, budget, where)
         job = _S3Download(client, location, bucket, destination, budget)
         try:
-            job.run(key, artifact_path)
+            job.run(where.key, artifact_path)
         except botocore.exceptions.BotoCoreError as error:
             raise _transport_error(botocore, location, client, error) from None
         except botocore.exceptions.ClientError as error:
@@ -64,12 +78,30 @@ class S3Fetcher(ArtifactFetcher):
                 field="path",
             ) from None
 
-    def _client(self, boto3: ModuleType, botocore: ModuleType, budget: FetchBudget) -> Any:
+    def directory_of(self, location: str, name: str) -> str | None:
+        """The location without its key's last part when that part is `name`."""
+        return parent_location(location, name)
+
+    def _check_endpoint(self, location: str, where: S3Location) -> None:
+        """Refuse an endpoint named in the location whose host is not public (unless private
+        hosts are allowed, or it is the operator's own `storage.s3_endpoint_url`)."""
+        host = where.host
+        if host is None or same_endpoint(where.endpoint_url, self.options.s3_endpoint_url):
+            return
+        HostCheck(allow_private=self.options.allow_private_hosts).check(location, *host)
+
+    def _client(
+        self, boto3: ModuleType, botocore: ModuleType, budget: FetchBudget, where: S3Location
+    ) -> Any:
         timeout = max(0.001, min(self.options.timeout_s, budget.remaining_s))
-        config = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout)
+        s3_config = {"addressing_style": where.addressing_style} if where.addressing_style else None
+        config = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout, s3=s3_config)
         try:
             return boto3.session.Session().client(
-                "s3", endpoint_url=self.options.s3_endpoint_url, config=config
+                "s3",
+                endpoint_url=where.endpoint_url or self.options.s3_endpoint_url,
+                region_name=where.region,
+                config=config,
             )
         except (botocore.exceptions.BotoCoreError, ValueError) as error:
             raise CreateServableRequestInvalidError(
@@ -209,17 +241,6 @@ def _boto3() -> tuple[ModuleType, ModuleType]:
             field="path",
         ) from None
     return boto3, botocore
-
-
-def _split(location: str) -> tuple[str, str]:
-    """`s3://bucket/key` → (bucket, key); keys are taken as written, not URL-decoded."""
-    _, _, rest = location.partition("://")
-    bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise CreateServableRequestInvalidError(
-            f"{location} names no bucket; expected s3://bucket/prefix", field="path"
-        )
-    return bucket, key
 
 
 def _code(error: Exception) -> str:

@@ -73,7 +73,8 @@ class Deployer:
 
     async def load(self, fqrv: FQRV, request: ServeRequest) -> Loaded:
         """Fetch the request's artifact and load it; nothing is left behind on failure."""
-        fetched = await self.fetch(fqrv, request.path, request.artifact_path)
+        location = request.artifact_location(self.storage)
+        fetched = await self.fetch(fqrv, location, request.artifact_path)
         if fetched.source != request.path:
             log.info("%s resolved to %s", request.path, fetched.source)
         directory = self.cache.directory(fqrv)

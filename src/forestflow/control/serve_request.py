@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from forestflow.artifacts.base import StorageOptions, fetcher_for
 from forestflow.domain.codec import wire
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.registry import Registry
@@ -33,6 +34,10 @@ class ServeRequest(ABC):
     @abstractmethod
     def resolve_flavor(self, directory: Path) -> Flavor:
         """The flavor to load the fetched artifact in `directory` with."""
+
+    def artifact_location(self, storage: StorageOptions) -> str:
+        """Where the artifact to fetch is: `path`."""
+        return self.path
 
     def with_fqrv(self, fqrv: FQRV) -> ServeRequest:
         """The same request for `fqrv` (the path's FQRV wins over the body's)."""
@@ -66,7 +71,8 @@ class BasicServeRequest(ServeRequest):
 @ServeRequest.registry.register("MLFlowServeRequest")
 @dataclass(frozen=True, slots=True)
 class MLFlowServeRequest(ServeRequest):
-    """Deploy an MLflow model: `path` holds an `MLmodel` file that names the flavors."""
+    """Deploy an MLflow model: `path` holds an `MLmodel` file that names the flavors (or
+    names that file itself)."""
 
     path: str
     fqrv: FQRV | None = None
@@ -74,6 +80,14 @@ class MLFlowServeRequest(ServeRequest):
     servable_settings: ServableSettings = field(default_factory=ServableSettings)
     contract_settings: ContractSettings | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    def artifact_location(self, storage: StorageOptions) -> str:
+        """`path`, or the directory of the `MLmodel` file `path` names (as the original
+        ForestFlow's clients may send: `file:///models/m/MLmodel`, `s3://bucket/m/MLmodel`)."""
+        from forestflow.flavors.mlflow_model import MLMODEL_FILE  # noqa: PLC0415
+
+        fetcher = fetcher_for(self.path, storage)
+        return fetcher.directory_of(self.path, MLMODEL_FILE) or self.path
 
     def resolve_flavor(self, directory: Path) -> Flavor:
         """The first flavor of the MLmodel this server supports (see docs/flavors.md)."""

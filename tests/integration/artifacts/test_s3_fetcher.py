@@ -15,6 +15,7 @@ from forestflow.errors import (
     ArtifactTooLarge,
     CreateServableRequestInvalidError,
     InsufficientStorage,
+    MalformedRequest,
 )
 from tests.integration.artifacts.conftest import (
     MODEL_BYTES,
@@ -198,8 +199,12 @@ class TestFailures:
         assert message.startswith(f"cannot reach the S3 endpoint {endpoint}: ")
 
     def test_location_without_bucket(self, bucket: Bucket, destination: Path) -> None:
-        message = refused("s3:///models", destination, bucket.server.endpoint)
-        assert message == "s3:///models names no bucket; expected s3://bucket/prefix"
+        with pytest.raises(MalformedRequest) as caught:
+            fetch("s3:///models", destination, bucket.server.endpoint)
+        assert (caught.value.status, caught.value.field) == (400, "path")
+        assert caught.value.message.startswith(
+            "malformed S3 location 's3:///models': it names no bucket."
+        )
 
     def test_missing_boto3_names_the_extra(
         self, bucket: Bucket, destination: Path, monkeypatch: pytest.MonkeyPatch
@@ -239,3 +244,74 @@ class TestBounds:
         with pytest.raises(InsufficientStorage):
             fetcher.fetch(models.url("models/energy"), None, destination)
         assert list(destination.iterdir()) == []
+
+
+class TestTheOriginalsForm:
+    """`s3::http(s)://host[:port]/bucket[/prefix] bucket=<bucket> [region=<region>]`: the
+    endpoint comes from the location, not from the server's settings."""
+
+    @staticmethod
+    def original(bucket: Bucket, prefix: str = "") -> str:
+        path = f"{bucket.name}/{prefix}" if prefix else bucket.name
+        return f"s3::{bucket.server.endpoint}/{path} bucket={bucket.name} region=us-east-1"
+
+    @staticmethod
+    def fetch(location: str, destination: Path, **options: object) -> None:
+        settings = {"timeout_s": 5, "allow_private_hosts": True, **options}
+        fetcher = fetcher_for(location, StorageOptions(**settings))  # type: ignore[arg-type]
+        assert isinstance(fetcher, S3Fetcher)
+        fetcher.fetch(location, None, destination)
+
+    def test_a_prefix_after_the_bucket(self, models: Bucket, destination: Path) -> None:
+        self.fetch(self.original(models, "models/energy"), destination)
+        assert tree(destination) == MODEL_TREE
+
+    def test_the_bucket_alone_is_the_whole_bucket(self, bucket: Bucket, destination: Path) -> None:
+        # the original took the flavor's mojoPath as the key: it is found at the same place
+        bucket.put("model.zip", b"a MOJO")
+        bucket.put("meta/info.txt", b"info")
+        self.fetch(self.original(bucket), destination)
+        assert tree(destination) == {"model.zip": b"a MOJO", "meta/info.txt": b"info"}
+
+    def test_the_endpoint_is_not_the_configured_one(
+        self, models: Bucket, destination: Path
+    ) -> None:
+        elsewhere = f"http://127.0.0.1:{free_port()}"
+        self.fetch(
+            self.original(models, "single/model.onnx"), destination, s3_endpoint_url=elsewhere
+        )
+        assert tree(destination) == {"model.onnx": MODEL_BYTES}
+
+    def test_a_private_endpoint_needs_the_setting(self, models: Bucket, destination: Path) -> None:
+        with pytest.raises(CreateServableRequestInvalidError) as caught:
+            self.fetch(
+                self.original(models, "models/energy"), destination, allow_private_hosts=False
+            )
+        assert caught.value.field == "path"
+        assert "(setting storage.allow_private_hosts)" in caught.value.message
+        assert list(destination.iterdir()) == []
+
+    def test_the_configured_endpoint_is_the_operator_s(
+        self, models: Bucket, destination: Path
+    ) -> None:
+        self.fetch(
+            self.original(models, "models/energy"),
+            destination,
+            allow_private_hosts=False,
+            s3_endpoint_url=models.server.endpoint,
+        )
+        assert tree(destination) == MODEL_TREE
+
+    def test_the_bounds_apply(self, models: Bucket, destination: Path) -> None:
+        with pytest.raises(ArtifactTooLarge):
+            self.fetch(self.original(models, "models/energy"), destination, max_artifact_bytes=1000)
+        assert list(destination.iterdir()) == []
+
+    def test_a_malformed_location_is_refused_before_any_request(
+        self, models: Bucket, destination: Path
+    ) -> None:
+        location = f"s3::{models.server.endpoint}/{models.name} region=us-east-1"
+        with pytest.raises(MalformedRequest) as caught:
+            self.fetch(location, destination)
+        assert (caught.value.status, caught.value.field) == (400, "path")
+        assert "bucket=<bucket> is missing" in caught.value.message
