@@ -92,7 +92,8 @@ class App:
             workers=settings.scheduling.workers,
             shadow_queue_size=settings.scheduling.shadow_queue_size,
             max_shadow_workers=settings.scheduling.shadow_workers,
-            max_shadow_batch=settings.scheduling.max_batch_size,
+            max_shadow_batch=settings.scheduling.max_shadow_batch_size,
+            shadow_time_share=settings.scheduling.shadow_time_share,
         )
         security = settings.security
         self.runner: ServableRunner = runner or InProcessRunner(

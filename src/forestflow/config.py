@@ -87,6 +87,18 @@ class SchedulingSettings(_Group):
         description="Served requests to one servable scored in one model call at most, "
         "when they arrive while its calls are running (1: no batching).",
     )
+    max_shadow_batch_size: int = Field(
+        64,
+        ge=1,
+        description="Queued shadow requests to one servable scored in one model call at most.",
+    )
+    shadow_time_share: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Share of the time shadow model calls may take while served requests "
+        "are being scored (1: no limit); idle, shadows use every free worker.",
+    )
 
     @property
     def shadow_workers(self) -> int:

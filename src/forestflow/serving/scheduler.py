@@ -9,6 +9,11 @@ counted; served work is never dropped.
 Shadow work offered as a `ShadowBatch` item (one servable's request) is batched: when a
 worker takes it, it also takes the requests queued for the same servable, up to
 `max_shadow_batch`, and runs them in one call. Servables take turns.
+
+While served work runs, shadow calls may take only `shadow_time_share` of the time (a
+`ShadowBudget`): with one interpreter lock, a shadow call on its own thread would
+otherwise take about as much of the CPU as all served work together. When no served work
+runs, shadow work runs whenever a worker is free.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import collections
 import functools
 import logging
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +49,36 @@ class ShadowBatch:
 _Queued = tuple[Callable[[], Any] | ShadowBatch, ShadowDone]
 
 
+class ShadowBudget:
+    """Wall time shadow calls may take: `share` of the time passing, with a reserve of at
+    most `reserve_s` (a token bucket filled at `share` seconds per second). A call may start
+    while the reserve is positive; its duration is paid after it ends, so the reserve may go
+    negative, down to `-reserve_s`."""
+
+    def __init__(
+        self, share: float, *, reserve_s: float = 0.05, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.share = share
+        self.reserve_s = reserve_s
+        self._clock = clock
+        self._reserve = reserve_s
+        self._at = clock()
+
+    def allows(self) -> bool:
+        """Whether a shadow call may start now."""
+        return self.share >= 1 or self._refilled() > 0
+
+    def spend(self, seconds: float) -> None:
+        """Pay for a shadow call that took `seconds`."""
+        self._reserve = max(-self.reserve_s, self._refilled() - seconds)
+
+    def _refilled(self) -> float:
+        now = self._clock()
+        self._reserve = min(self.reserve_s, self._reserve + (now - self._at) * self.share)
+        self._at = now
+        return self._reserve
+
+
 @dataclass(slots=True)
 class SchedulerStats:
     """Counters of the scheduler, for `stats` and `/metrics`."""
@@ -64,10 +100,14 @@ class WorkScheduler:
         max_shadow_workers: int,
         *,
         max_shadow_batch: int = 1,
+        shadow_time_share: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workers = max(1, workers)
         self.max_shadow_workers = max(1, min(max_shadow_workers, self.workers))
         self._max_shadow_batch = max(1, max_shadow_batch)
+        self._clock = clock
+        self.budget = ShadowBudget(shadow_time_share, clock=clock)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="forestflow-model")
         # one queue per key (a servable, or a job of its own), and the keys in turn order
         self._queues: dict[Hashable, collections.deque[_Queued]] = {}
@@ -118,7 +158,9 @@ class WorkScheduler:
                 future = loop.run_in_executor(self._pool, first)
             dones = [done for _, done in taken]
             batched = isinstance(first, ShadowBatch)
-            callback = functools.partial(self._shadow_finished, loop, dones=dones, batched=batched)
+            callback = functools.partial(
+                self._shadow_finished, loop, dones=dones, batched=batched, started=self._clock()
+            )
             future.add_done_callback(callback)
 
     def _take_turn(self) -> list[_Queued]:
@@ -138,7 +180,9 @@ class WorkScheduler:
 
     def _has_room_for_shadow(self) -> bool:
         busy = self.stats.served_running + self.stats.shadow_running
-        return busy < self.workers and self.stats.shadow_running < self.max_shadow_workers
+        if busy >= self.workers or self.stats.shadow_running >= self.max_shadow_workers:
+            return False
+        return not self.stats.served_running or self.budget.allows()
 
     def _shadow_finished(
         self,
@@ -147,7 +191,9 @@ class WorkScheduler:
         *,
         dones: list[ShadowDone],
         batched: bool,
+        started: float,
     ) -> None:
+        self.budget.spend(self._clock() - started)
         self.stats.shadow_running -= 1
         self.stats.shadow_completed += len(dones)
         futures = _each_outcome(loop, future, len(dones)) if batched else [future]

@@ -168,3 +168,44 @@ class TestShadowBatches:
         }
         assert str(seen[-3]) == "bad -3"
         assert scheduler.stats.shadow_completed == 9
+
+
+class TestShadowTimeShare:
+    async def test_while_served_work_runs_shadows_wait_for_their_share_then_run(self) -> None:
+        now = [0.0]
+        scheduler = WorkScheduler(2, 10, 1, shadow_time_share=0.1, clock=lambda: now[0])
+        try:
+            served, shadow = _Gate(), _Gate()
+            first = asyncio.ensure_future(scheduler.run(served.job))
+            await asyncio.to_thread(served.started.acquire, timeout=10)
+            scheduler.budget.spend(1.0)  # a long shadow call just ended: the reserve is spent
+
+            assert scheduler.offer_shadow(shadow.job, _ignore)
+            held_back = scheduler.stats.shadow_running
+            now[0] += 1.0  # 1 s at 10% pays the debt back and refills the reserve
+            second = await scheduler.run(lambda: "served")  # its end dispatches the shadow
+            await asyncio.to_thread(shadow.started.acquire, timeout=10)
+
+            assert held_back == 0
+            assert second == "served"
+            assert scheduler.stats.shadow_running == 1
+            shadow.release.set()
+            served.release.set()
+            await first
+            await scheduler.shadow_idle()
+        finally:
+            scheduler.close()
+
+    async def test_with_no_served_work_shadows_run_whatever_the_budget(self) -> None:
+        scheduler = WorkScheduler(2, 10, 1, shadow_time_share=0.01, clock=lambda: 0.0)
+        try:
+            scheduler.budget.spend(1.0)
+            gate = _Gate()
+            gate.release.set()
+
+            assert scheduler.offer_shadow(gate.job, _ignore)
+            await scheduler.shadow_idle()
+
+            assert scheduler.stats.shadow_completed == 1
+        finally:
+            scheduler.close()
