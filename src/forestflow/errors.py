@@ -6,6 +6,7 @@ each transport maps them in exactly one place.
 
 from __future__ import annotations
 
+from collections import deque
 from http import HTTPStatus
 from typing import ClassVar
 
@@ -268,3 +269,43 @@ class ArtifactChangedError(ForestFlowError):
             f"the artifact at {source} changed since it was deployed (content {found}, "
             f"deployed {recorded}); it is not served. Deploy the new artifact as a new release"
         )
+
+
+class RouteNotFound(ForestFlowError):
+    """No route has this path and method (the web framework's 404)."""
+
+    wire_name = "NotFound"
+    status = HTTPStatus.NOT_FOUND
+
+
+class MethodNotAllowed(ForestFlowError):
+    """A method a named route does not take; the message lists the methods it takes."""
+
+    wire_name = "HttpError"
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class InternalServerError(ForestFlowError):
+    """An unexpected failure (a bug): the client gets no detail, the server log has it all."""
+
+    wire_name = "InternalServerError"
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def error_kinds() -> dict[str, type[ForestFlowError]]:
+    """Every wire name an answer can carry → the class a client raises for it.
+
+    Derived from the tree itself, so it cannot drift: each class that declares a wire name
+    of its own, the one nearest the root winning (a subclass that only words its message,
+    such as `UnknownName` or `FlavorUnavailable`, answers under its parent's name). The
+    root's name, `UnknownServableError`, is `ModelFailedError`'s: the server answers it
+    when a model fails.
+    """
+    kinds: dict[str, type[ForestFlowError]] = {}
+    queue: deque[type[ForestFlowError]] = deque(ForestFlowError.__subclasses__())
+    while queue:
+        kind = queue.popleft()
+        if "wire_name" in vars(kind):
+            kinds.setdefault(kind.wire_name, kind)
+        queue.extend(kind.__subclasses__())
+    return kinds

@@ -18,7 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forestflow.api.rest.responses import JSONResponse
 from forestflow.domain.codec import encode
-from forestflow.errors import ForestFlowError, InvalidField
+from forestflow.errors import (
+    ForestFlowError,
+    InternalServerError,
+    InvalidField,
+    MethodNotAllowed,
+    RouteNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 headers = {"Allow": ", ".join(allowed)}
             else:  # only a pattern of names matched, such as /{organization}/{project}/{n}
                 status = HTTPStatus.NOT_FOUND
-        name = "NotFound" if status == HTTPStatus.NOT_FOUND else "HttpError"
+        kind = RouteNotFound if status == HTTPStatus.NOT_FOUND else MethodNotAllowed
+        name = kind.wire_name
         if status == HTTPStatus.NOT_FOUND:
             detail = "no such route"
         elif status != HTTPStatus.METHOD_NOT_ALLOWED:
@@ -137,7 +144,7 @@ class InternalErrorMiddleware:
 
 def internal_error_response() -> JSONResponse:
     """The 500 for an unexpected exception: no detail for the client, all in the log."""
-    body = {"InternalServerError": {"errorMessage": INTERNAL_MESSAGE}}
+    body = {InternalServerError.wire_name: {"errorMessage": INTERNAL_MESSAGE}}
     return JSONResponse(body, status_code=500)
 
 

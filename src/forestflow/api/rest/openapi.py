@@ -33,6 +33,7 @@ from forestflow.errors import (
     AuthenticationRequired,
     ForestFlowError,
     HostNotAllowed,
+    InternalServerError,
     InvalidField,
     MalformedRequest,
     ModelFailedError,
@@ -44,7 +45,7 @@ from forestflow.errors import (
 
 BEARER = "bearerAuth"
 JSON = "application/json"
-INTERNAL = "InternalServerError"
+INTERNAL = InternalServerError.wire_name
 """The wire name of an unexpected failure (`errors.internal_error_response`)."""
 DECLARED = "x-forestflow-declared"
 """Where an operation carries, until `complete` applies them, the component schemas its
