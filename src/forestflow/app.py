@@ -31,6 +31,7 @@ from forestflow.api.rest.prometheus import MetricSources, build_metrics_router
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.api.rest.route_docs import HEALTH_LIVE, HEALTH_READY
 from forestflow.api.rest.score_lane import ScoreLane
+from forestflow.api.ui.routes import Dashboard
 from forestflow.artifacts.base import StorageOptions
 from forestflow.artifacts.cache import ArtifactCache
 from forestflow.clock import Clock, SystemClock
@@ -43,6 +44,7 @@ from forestflow.errors import ServiceUnavailableError
 from forestflow.feedback.joiner import FeedbackJoiner
 from forestflow.flavors.base import LoadPolicy
 from forestflow.predictionlog.emitter import PredictionEmitter
+from forestflow.predictionlog.recent import RecentPredictions
 from forestflow.predictionlog.sinks import PredictionSink
 from forestflow.serving.inference import InferenceService
 from forestflow.serving.runner import InProcessRunner
@@ -117,7 +119,8 @@ class App:
         # one emitter encodes each event once, off the event loop, for every sink; the
         # joiner sees every event too and takes its part at once, so feedback sent right
         # after a response finds its prediction
-        self.sink = PredictionEmitter([*self.sinks.values(), self.feedback])
+        self.recent = RecentPredictions()  # the dashboard's recent predictions
+        self.sink = PredictionEmitter([*self.sinks.values(), self.feedback, self.recent])
         self.control = ControlPlane(
             store=self.store,
             runner=self.runner,
@@ -169,6 +172,16 @@ class App:
         self._install_browser_guards(asgi)
         guard = self.guard
         asgi.include_router(self._health_router())
+        # /ui: HTML over the same permission checks as the JSON routes (docs/dashboard.md)
+        self.dashboard = Dashboard(
+            self.control,
+            self.recent,
+            guard,
+            self.clock,
+            require_ready=self._require_ready,
+            version=__version__,
+        )
+        asgi.include_router(self.dashboard.router())
         asgi.include_router(
             build_metrics_router(
                 MetricSources(

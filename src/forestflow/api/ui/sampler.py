@@ -1,0 +1,166 @@
+"""What the dashboard remembers between two looks: each servable's phase-in and counters
+over time, and the servables that went away.
+
+The server keeps no history of metrics (the store holds the current values only), so the
+dashboard samples them itself: `sample()` reads every contract's metrics and appends one
+`Sample` per servable to a bounded series, at most once per `interval_ms` however many
+pages poll. The page polls every few seconds, and each poll samples first; with no page
+open nothing is sampled and nothing grows. A series holds `keep` samples (3 minutes at
+one a second), and ends when its servable goes; the last `gone_keep` servables of each
+contract that went are remembered with why (expired by the contract's policy, or deleted)
+and their last metrics.
+
+The observed traffic split is read from the series: each servable's share of the
+`scoreCount` added over the last `window_ms`, the intended one being the router plan's.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from forestflow.clock import Clock
+from forestflow.control.plane import ControlPlane
+from forestflow.domain.codec import encode
+from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.domain.metrics import ServableMetrics
+from forestflow.errors import ForestFlowError
+
+DEFAULT_INTERVAL_MS = 1000
+DEFAULT_KEEP = 180
+DEFAULT_GONE_KEEP = 5
+DEFAULT_WINDOW_MS = 30_000
+HISTORY_SCAN = 200
+"""Recent history entries searched for why a servable went."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One servable's phase-in and counters at one moment."""
+
+    at_ms: int
+    phase_in_pct: int
+    score_count: int
+    shade_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """A servable that is no longer there: `expired` or `deleted`, when, and its last metrics."""
+
+    metrics: ServableMetrics
+    state: str
+    at_ms: int
+
+
+@dataclass(slots=True)
+class _Series:
+    created_at_ms: int
+    samples: collections.deque[Sample]
+    last: ServableMetrics
+
+
+class MetricsSampler:
+    """Bounded per-servable series of phase-in and counters (see the module doc)."""
+
+    def __init__(
+        self,
+        control: ControlPlane,
+        clock: Clock,
+        *,
+        interval_ms: int = DEFAULT_INTERVAL_MS,
+        keep: int = DEFAULT_KEEP,
+        gone_keep: int = DEFAULT_GONE_KEEP,
+    ) -> None:
+        self._control = control
+        self._clock = clock
+        self.interval_ms = interval_ms
+        self._keep = keep
+        self._gone_keep = gone_keep
+        self._series: dict[FQRV, _Series] = {}
+        self._gone: dict[Contract, collections.deque[Gone]] = {}
+        self._sampled_at_ms: int | None = None
+
+    def sample(self) -> None:
+        """Sample every servable, unless the last sample is less than `interval_ms` old."""
+        now = self._clock.now_ms()
+        if self._sampled_at_ms is not None and now - self._sampled_at_ms < self.interval_ms:
+            return
+        self._sampled_at_ms = now
+        seen: set[FQRV] = set()
+        contracts = self._control.contracts()
+        for contract in contracts:
+            try:
+                metrics = self._control.metrics(contract)
+            except ForestFlowError:  # deleted since it was listed
+                continue
+            for servable in metrics:
+                seen.add(servable.fqrv)
+                self._append(servable, now)
+        gone = [fqrv for fqrv in self._series if fqrv not in seen]
+        if gone:
+            self._went(gone, now)
+        for contract in set(self._gone) - set(contracts):  # deleted contracts: nothing to show
+            del self._gone[contract]
+
+    def _append(self, metrics: ServableMetrics, now: int) -> None:
+        series = self._series.get(metrics.fqrv)
+        # a servable deployed again under the same FQRV starts a series of its own
+        if series is None or series.created_at_ms != metrics.created_at_ms:
+            series = _Series(metrics.created_at_ms, collections.deque(maxlen=self._keep), metrics)
+            self._series[metrics.fqrv] = series
+        series.last = metrics
+        series.samples.append(
+            Sample(now, metrics.current_phase_in_pct, metrics.score_count, metrics.shade_count)
+        )
+
+    def _went(self, fqrvs: list[FQRV], now: int) -> None:
+        reasons = self._reasons(set(fqrvs))
+        for fqrv in fqrvs:
+            series = self._series.pop(fqrv)
+            state = reasons.get(fqrv, "deleted")
+            kept = self._gone.setdefault(fqrv.contract, collections.deque(maxlen=self._gone_keep))
+            kept.appendleft(Gone(series.last, state, now))
+
+    def _reasons(self, fqrvs: set[FQRV]) -> dict[FQRV, str]:
+        """`expired` or `deleted` for each of `fqrvs` recorded so in the recent history."""
+        wanted = {str(fqrv): fqrv for fqrv in fqrvs}
+        encoded = {str(fqrv): encode(fqrv) for fqrv in fqrvs}
+        reasons: dict[FQRV, str] = {}
+        kinds = {"ServableExpired": "expired", "ServableDeleted": "deleted"}
+        for entry in self._control.history(limit=HISTORY_SCAN):
+            if entry.kind not in kinds:
+                continue
+            for name, fqrv in wanted.items():
+                if fqrv not in reasons and entry.payload.get("fqrv") == encoded[name]:
+                    reasons[fqrv] = kinds[entry.kind]
+        return reasons
+
+    def history(self, fqrv: FQRV) -> list[Sample]:
+        """The servable's samples, oldest first (empty when it was never sampled)."""
+        series = self._series.get(fqrv)
+        return list(series.samples) if series else []
+
+    def gone(self, contract: Contract) -> list[Gone]:
+        """The contract's servables that went while sampled, most recent first."""
+        return list(self._gone.get(contract, ()))
+
+    def observed_shares(
+        self, contract: Contract, window_ms: int = DEFAULT_WINDOW_MS
+    ) -> tuple[Mapping[FQRV, float], int] | None:
+        """Each servable's share (0–1) of the requests the contract served over the last
+        `window_ms`, from `scoreCount` deltas, and that number of requests; None when there
+        are not two samples in the window or nothing was served."""
+        now = self._clock.now_ms()
+        deltas: dict[FQRV, int] = {}
+        for fqrv, series in self._series.items():
+            if fqrv.contract != contract or len(series.samples) < 2:
+                continue
+            recent = [s for s in series.samples if now - s.at_ms <= window_ms]
+            if len(recent) >= 2:
+                deltas[fqrv] = recent[-1].score_count - recent[0].score_count
+        total = sum(deltas.values())
+        if total <= 0:
+            return None
+        return {fqrv: delta / total for fqrv, delta in deltas.items()}, total
