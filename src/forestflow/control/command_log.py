@@ -15,20 +15,31 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from forestflow.clock import Clock
-from forestflow.control.events import Event, from_record, to_record
+from forestflow.control.events import (
+    Event,
+    ServableDeleted,
+    ServableDeployed,
+    ServableExpired,
+    from_record,
+    to_record,
+)
 from forestflow.control.state import RegistryState
-from forestflow.domain.fqrv import FQRV
-from forestflow.store.base import Counters, HistoryEntry, Snapshot, Store
+from forestflow.domain.fqrv import FQRV, Contract
+from forestflow.store.base import Counters, HistoryEntry, Lifetime, Snapshot, Store
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
+def contract_key(contract: Contract) -> str:
+    """A stable string key for `contract` (names cannot contain '/')."""
+    return f"{contract.organization}/{contract.project}/{contract.contract_number}"
+
+
 def servable_key(fqrv: FQRV) -> str:
     """A stable string key for `fqrv` (names cannot contain '/')."""
-    c = fqrv.contract
-    return f"{c.organization}/{c.project}/{c.contract_number}/{fqrv.release_version}"
+    return f"{contract_key(fqrv.contract)}/{fqrv.release_version}"
 
 
 class CommandLog:
@@ -88,6 +99,22 @@ class CommandLog:
     def history(self, *, before_seq: int | None = None, limit: int = 100) -> list[HistoryEntry]:
         """Recorded commands and automatic changes, newest first."""
         return self._store.history(before_seq=before_seq, limit=limit)
+
+    async def lifetimes(
+        self, contract: Contract, *, before_seq: int | None = None, limit: int = 100
+    ) -> list[Lifetime]:
+        """The servables `contract` ever had, newest deploy first: each deploy's history
+        entry with the expiry or deletion that ended it, if any."""
+        return await self.run(
+            functools.partial(
+                self._store.lifetimes,
+                contract_key(contract),
+                began_by=ServableDeployed.wire_name,
+                ended_by=(ServableExpired.wire_name, ServableDeleted.wire_name),
+                before_seq=before_seq,
+                limit=limit,
+            )
+        )
 
     async def run(self, call: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call on the store's thread."""

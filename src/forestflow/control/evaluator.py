@@ -39,13 +39,20 @@ class LiveServable:
     `becameValidAtMS` for the first pass (`PerformanceBasedValidity` below `minSamples`)."""
 
 
-def derived_events(results: Mapping[Contract, ContractEvaluation], now_ms: int) -> list[Event]:
-    """The durable consequences of an evaluation: servables newly valid, and expired."""
+def derived_events(
+    records: Iterable[ContractRecord],
+    results: Mapping[Contract, ContractEvaluation],
+    now_ms: int,
+) -> list[Event]:
+    """The durable consequences of an evaluation of `records`: servables newly valid, and
+    expired (each with the expiration policy that expired it, for the history)."""
+    policies = {record.contract: record.settings.expiration_policy for record in records}
     events: list[Event] = []
     for contract in sorted(results):
         result = results[contract]
+        policy = policies.get(contract)
         events += [ServableBecameValid(f, now_ms) for f in sorted(result.became_valid)]
-        events += [ServableExpired(f, now_ms) for f in sorted(result.expired)]
+        events += [ServableExpired(f, now_ms, policy) for f in sorted(result.expired)]
     return events
 
 

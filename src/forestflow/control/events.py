@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from forestflow.domain.codec import decode, encode, wire
+from forestflow.domain.expiration import ExpirationPolicy
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.registry import Registry
 from forestflow.domain.settings import (
@@ -70,6 +71,9 @@ class ServableDeployed(Event):
     `flavor` is kept as the JSON the client sent, so that state replays even when a
     third-party flavor package is missing after an upgrade (the servable then fails to
     load, visibly, instead of the whole recovery failing).
+
+    `path` is the serve request's location as the client gave it (`models:/m@champion`),
+    where `source` is the one it resolved to (`models:/m/1`); None for older records.
     """
 
     fqrv: FQRV
@@ -83,6 +87,8 @@ class ServableDeployed(Event):
     """Content hash of the artifact copy (`artifacts.digest`); None for older records."""
     deployed_by: str | None = wire("deployedBy", default=None)
     """Name of the token that deployed it; None when authentication was off."""
+    path: str | None = None
+    """The serve request's `path` as given; None for records older than lineage (#11)."""
 
 
 @Event.registry.register("PolicySettingsUpdated")
@@ -130,6 +136,8 @@ class ServableExpired(Event):
 
     fqrv: FQRV
     at_ms: int = wire("atMS")
+    policy: ExpirationPolicy | None = None
+    """The expiration policy that retired it, with its parameters; None for older records."""
 
 
 @Event.registry.register("ServableDeleted")

@@ -40,6 +40,7 @@ from forestflow.control.events import (
     ServableDeleted,
     ServableDeployed,
 )
+from forestflow.control.lineage import Lineage, ServableHistory, lineage_of, servable_history
 from forestflow.control.routes import ContractRoute, ServableRoute
 from forestflow.control.runner import ServableRunner
 from forestflow.control.serve_request import ServeRequest
@@ -257,6 +258,7 @@ class ControlPlane:
                 tags=dict(request.tags),
                 digest=loaded.fetched.digest,
                 deployed_by=actor,
+                path=request.path,
             )
         )
         return events
@@ -288,6 +290,10 @@ class ControlPlane:
     def servable_settings(self, fqrv: FQRV) -> ServableSettings:
         """A servable's settings; 404 when unknown."""
         return self._servable_record(fqrv).settings
+
+    def lineage(self, fqrv: FQRV) -> Lineage:
+        """Where a servable came from, and who deployed it when; 404 when unknown."""
+        return lineage_of(self._servable_record(fqrv))
 
     def servables_settings(self, contract: Contract) -> list[tuple[FQRV, ServableSettings]]:
         """Settings of every servable of a contract."""
@@ -331,6 +337,18 @@ class ControlPlane:
         """Recorded commands and automatic changes, newest first, with who made them."""
         return self._log.history(before_seq=before_seq, limit=limit)
 
+    async def contract_history(
+        self, contract: Contract, *, before_seq: int | None = None, limit: int = 100
+    ) -> list[ServableHistory]:
+        """Every servable the contract ever had, newest deploy first, with how each left;
+        404 for a contract that neither exists nor ever had a servable."""
+        # the state before the history: a removal recorded meanwhile is in the history
+        record, errors = self._state.contract(contract), self.load_errors()
+        lifetimes = await self._log.lifetimes(contract, before_seq=before_seq, limit=limit)
+        if not lifetimes and record is None and not await self._log.lifetimes(contract, limit=1):
+            raise UnknownContract(contract)
+        return [servable_history(lifetime, record, errors.get) for lifetime in lifetimes]
+
     def load_errors(self) -> dict[FQRV, str]:
         """Servables that are recorded but could not be loaded, with the reason."""
         return {f: live.load_error for f, live in self._live.items() if live.load_error}
@@ -360,7 +378,7 @@ class ControlPlane:
         records = [r for c in sorted(set(contracts)) if (r := after.contract(c)) is not None]
         now = self._clock.now_ms()
         results = self._evaluator.evaluate(records, now)
-        derived = derived_events(results, now)
+        derived = derived_events(records, results, now)
         if events or derived:
             await self._log.append([*events, *derived], actor)
         # publish routes without the removed servables before unloading them

@@ -42,6 +42,8 @@ class ServableRecord:
     tags: Mapping[str, str] = field(default_factory=dict)
     digest: str | None = None
     deployed_by: str | None = wire("deployedBy", default=None)
+    path: str | None = None
+    """The serve request's `path` as given (`source` is what it resolved to)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,7 @@ class RegistryState:
             tags=event.tags,
             digest=event.digest,
             deployed_by=event.deployed_by,
+            path=event.path,
         )
         contract = self._contracts.get(event.fqrv.contract)
         if contract is None or contract.servable(event.fqrv.release_version) is not None:

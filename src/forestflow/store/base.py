@@ -63,6 +63,15 @@ class HistoryEntry:
     actor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """One stay of a servable in the history: the entry that began it, and the entry that
+    ended it (None while none is recorded: the servable is still there)."""
+
+    began: HistoryEntry
+    ended: HistoryEntry | None
+
+
 class TokenExists(Exception):
     """A token with that name exists already (revoked ones included)."""
 
@@ -88,6 +97,24 @@ class Store(ABC):
     @abstractmethod
     def history(self, *, before_seq: int | None = None, limit: int = 100) -> list[HistoryEntry]:
         """History entries, newest first, with `seq < before_seq` when given."""
+
+    @abstractmethod
+    def lifetimes(
+        self,
+        contract_key: str,
+        *,
+        began_by: str,
+        ended_by: Sequence[str],
+        before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[Lifetime]:
+        """The history entries of kind `began_by` about servables of the contract
+        `contract_key` (`org/project/n`), newest first, with `seq < before_seq` when given;
+        each with the first later entry about the same servable of a kind in `ended_by`.
+
+        An entry is about a servable when its payload names it as `fqrv` (an encoded FQRV).
+        Reads only the entries it returns, however long the contract's history.
+        """
 
     @abstractmethod
     def add_token(self, token: TokenRecord, actor: str | None = None) -> None:

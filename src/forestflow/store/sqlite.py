@@ -22,6 +22,7 @@ from forestflow.store.base import (
     Counters,
     HistoryEntry,
     JSONObject,
+    Lifetime,
     Snapshot,
     Store,
     StoredEvent,
@@ -77,6 +78,22 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             recorded_at_ms INTEGER NOT NULL,
             actor TEXT
         )""",
+    ),
+    (
+        # The servable an entry is about, read from its payload's `fqrv`, so that a
+        # contract's servables are found without reading the rest of the history (a
+        # contract with thousands of deploys, each with its metrics updates). Virtual: the
+        # entries already recorded get them too.
+        """ALTER TABLE history ADD COLUMN contract_key TEXT GENERATED ALWAYS AS (
+            json_extract(payload, '$.fqrv.contract.organization') || '/'
+            || json_extract(payload, '$.fqrv.contract.project') || '/'
+            || json_extract(payload, '$.fqrv.contract.contractNumber')
+        ) VIRTUAL""",
+        """ALTER TABLE history ADD COLUMN release_version TEXT GENERATED ALWAYS AS (
+            json_extract(payload, '$.fqrv.releaseVersion')
+        ) VIRTUAL""",
+        "CREATE INDEX history_by_contract ON history (contract_key, kind, seq)",
+        "CREATE INDEX history_by_servable ON history (contract_key, release_version, kind, seq)",
     ),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -163,12 +180,44 @@ class SqliteStore(Store):
             rows = conn.execute(
                 "SELECT seq, kind, payload, recorded_at_ms, actor FROM history"
                 " WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-                (before_seq if before_seq is not None else 2**63 - 1, limit),
+                (_before(before_seq), limit),
             ).fetchall()
-        return [
-            HistoryEntry(seq, kind, orjson.loads(payload), at, actor)
-            for seq, kind, payload, at, actor in rows
-        ]
+        return [_history_entry(row) for row in rows]
+
+    def lifetimes(
+        self,
+        contract_key: str,
+        *,
+        began_by: str,
+        ended_by: Sequence[str],
+        before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[Lifetime]:
+        """A page of a contract's servables as the history has them, newest first."""
+        with self._connection() as conn:
+            began = conn.execute(
+                "SELECT seq, kind, payload, recorded_at_ms, actor, release_version FROM history"
+                " WHERE contract_key = ? AND kind = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (contract_key, began_by, _before(before_seq), limit),
+            ).fetchall()
+            found: list[Lifetime] = []
+            for *entry, release in began:
+                # one index lookup per kind: the first end of this stay, not a later one's
+                ends = [
+                    conn.execute(
+                        "SELECT seq, kind, payload, recorded_at_ms, actor FROM history"
+                        " WHERE contract_key = ?"
+                        " AND release_version = ? AND kind = ? AND seq > ?"
+                        " ORDER BY seq LIMIT 1",
+                        (contract_key, release, kind, entry[0]),
+                    ).fetchone()
+                    for kind in ended_by
+                ]
+                first = min((row for row in ends if row), default=None, key=lambda r: r[0])
+                found.append(
+                    Lifetime(_history_entry(entry), _history_entry(first) if first else None)
+                )
+        return found
 
     def add_token(self, token: TokenRecord, actor: str | None = None) -> None:
         """Record a new token; `TokenExists` when its name is taken."""
@@ -436,6 +485,16 @@ def _check_version(version: int, path: Path) -> None:
 def _user_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     return int(version)
+
+
+def _before(seq: int | None) -> int:
+    """An upper bound for `seq < ?`: `seq`, or past every seq."""
+    return seq if seq is not None else 2**63 - 1
+
+
+def _history_entry(row: Sequence[Any]) -> HistoryEntry:
+    seq, kind, payload, at, actor = row
+    return HistoryEntry(seq, kind, orjson.loads(payload), at, actor)
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:

@@ -14,10 +14,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 import pytest
 
 from forestflow.store.base import Counters, Snapshot, StoredEvent
 from forestflow.store.sqlite import (
+    _MIGRATIONS,
     DB_FILENAME,
     SCHEMA_VERSION,
     SqliteStore,
@@ -407,3 +409,106 @@ class TestErrors:
         store.close()
         with pytest.raises(StoreError, match="closed"):
             store.last_seq()
+
+
+def about(org: str, release: str, **more: Any) -> dict[str, Any]:
+    """A payload naming the servable `org.p.0.<release>` as its `fqrv`."""
+    contract = {"organization": org, "project": "p", "contractNumber": 0}
+    return {"fqrv": {"contract": contract, "releaseVersion": release}, **more}
+
+
+END = ("Expired", "Deleted")
+
+
+class TestLifetimes:
+    """A contract's servables from the history, each with the entry that ended it."""
+
+    def spans(self, store: SqliteStore, org: str = "a", **page: Any) -> list[tuple[Any, ...]]:
+        return [
+            (
+                life.began.seq,
+                life.began.payload["fqrv"]["releaseVersion"],
+                life.ended and (life.ended.seq, life.ended.kind, life.ended.actor),
+            )
+            for life in store.lifetimes(f"{org}/p/0", began_by="Deployed", ended_by=END, **page)
+        ]
+
+    def test_each_deploy_with_the_first_end_after_it_newest_first(
+        self, store_factory: StoreFactory
+    ) -> None:
+        store = store_factory()
+        store.append([("Created", {"contract": {"organization": "a"}})], 1)
+        store.append([("Deployed", about("a", "v1"))], 2, "ci")  # 2
+        store.append([("Deployed", about("b", "v1"))], 3, "ci")  # 3: another contract
+        store.append([("Metrics", about("a", "v1")), ("Deployed", about("a", "v2"))], 4)  # 4, 5
+        store.append([("Expired", about("a", "v1"))], 6, "ci")  # 6
+        store.append([("Deleted", about("a", "v2"))], 7, "admin")  # 7
+        store.append([("Deployed", about("a", "v2"))], 8, "ci")  # 8: v2 again
+
+        assert self.spans(store) == [
+            (8, "v2", None),
+            (5, "v2", (7, "Deleted", "admin")),
+            (2, "v1", (6, "Expired", "ci")),
+        ]
+        assert self.spans(store, "b") == [(3, "v1", None)]
+        assert self.spans(store, "c") == []
+
+    def test_pages_by_seq(self, store_factory: StoreFactory) -> None:
+        store = store_factory()
+        for n in range(1, 8):
+            store.append([("Deployed", about("a", f"v{n}"))], n)
+        store.append([("Deleted", about("a", "v2"))], 9)
+
+        assert [s[0] for s in self.spans(store, limit=3)] == [7, 6, 5]
+        assert [s[0] for s in self.spans(store, before_seq=5, limit=3)] == [4, 3, 2]
+        assert self.spans(store, before_seq=3, limit=3) == [
+            (2, "v2", (8, "Deleted", None)),
+            (1, "v1", None),
+        ]
+
+    def test_entries_recorded_before_the_migration_are_found(self, db_path: Path) -> None:
+        """A state file of schema 2 (no lineage columns) gets them for what it recorded."""
+        db_path.parent.mkdir(parents=True)
+        with raw_connection(db_path) as conn:
+            for statements in _MIGRATIONS[:2]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute("PRAGMA user_version = 2")
+            rows = [("Deployed", about("a", "v1"), "ci"), ("Deleted", about("a", "v1"), "x")]
+            conn.executemany(
+                "INSERT INTO history (kind, payload, recorded_at_ms, actor) VALUES (?, ?, 1, ?)",
+                [(kind, orjson.dumps(payload).decode(), actor) for kind, payload, actor in rows],
+            )
+
+        with SqliteStore(db_path) as store:
+            assert self.spans(store) == [(1, "v1", (2, "Deleted", "x"))]
+            store.append([("Deployed", about("a", "v2"))], 3)
+            assert [s[:2] for s in self.spans(store)] == [(3, "v2"), (1, "v1")]
+        with raw_connection(db_path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+    def test_a_page_reads_the_index_not_the_contracts_whole_history(
+        self, store_factory: StoreFactory, db_path: Path
+    ) -> None:
+        store_factory().close()
+        with raw_connection(db_path) as conn:
+            plans = [
+                " ".join(str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + q, args))
+                for q, args in [
+                    (
+                        "SELECT seq FROM history WHERE contract_key = ? AND kind = ?"
+                        " AND seq < ? ORDER BY seq DESC LIMIT 10",
+                        ("a/p/0", "Deployed", 99),
+                    ),
+                    (
+                        "SELECT seq FROM history WHERE contract_key = ? AND release_version = ?"
+                        " AND kind = ? AND seq > ? ORDER BY seq LIMIT 1",
+                        ("a/p/0", "v1", "Deleted", 1),
+                    ),
+                ]
+            ]
+        assert "USING INDEX history_by_contract (contract_key=? AND kind=? AND seq<?)" in plans[0]
+        assert (
+            "history_by_servable (contract_key=? AND release_version=? AND kind=? AND seq>?)"
+            in (plans[1])
+        )
