@@ -50,6 +50,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/{organization}/{project}/{contract_number}/servable-settings"): READ,
     ("GET", "/{organization}/{project}/{contract_number}/s-settings"): READ,
     ("GET", "/{organization}/{project}/{contract_number}/metadata"): READ,
+    ("GET", "/{organization}/{project}/{contract_number}/history"): MANAGE,
     ("POST", "/servable"): DEPLOY,
     ("POST", "/servable/{organization}/{project}/{contract_number}/{release_version}"): DEPLOY,
     (

@@ -15,7 +15,11 @@ from forestflow.api.rest.bodies import read_json
 from forestflow.api.rest.converters import parse_inference_request, prediction_body
 from forestflow.api.rest.openapi import RouteDoc
 from forestflow.api.rest.responses import JSONResponse, wrapped
-from forestflow.api.rest.views import metadata_body, servable_metrics_body
+from forestflow.api.rest.views import (
+    metadata_body,
+    servable_history_body,
+    servable_metrics_body,
+)
 from forestflow.control.deploy_warnings import deploy_warnings
 from forestflow.control.plane import ControlPlane, Edit
 from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
@@ -26,6 +30,7 @@ from forestflow.domain.settings import (
     ContractSettings,
     LoggingSettings,
     PolicySettings,
+    ServableSettings,
     SettingsT,
     with_changes,
 )
@@ -42,6 +47,7 @@ T = TypeVar("T")
 
 CONTRACT = "/{organization}/{project}/{contract_number:int}"
 SERVABLE = CONTRACT + "/{release_version}"
+MAX_HISTORY_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,13 @@ def actor(request: Request) -> str | None:
     return principal_of(request).name
 
 
+def history_page(limit: int) -> int:
+    """A history page size (`limit`), 1 to `MAX_HISTORY_PAGE`."""
+    if not 1 <= limit <= MAX_HISTORY_PAGE:
+        raise InvalidField(f"must be between 1 and {MAX_HISTORY_PAGE}", field="limit")
+    return limit
+
+
 def check_owner(request: Request, control: ControlPlane, fqrv: FQRV) -> None:
     """A shadow deployer may change only the servables it deployed itself."""
     principal = principal_of(request)
@@ -255,7 +268,7 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
         contract = _contract(organization, project, contract_number)
         return JSONResponse(
             [
-                {"ServableSettings": {"fqrv": encode(f), **encode(s)}}
+                {"ServableSettings": _settings_body(control, f, s)}
                 for f, s in control.servables_settings(contract)
             ]
         )
@@ -266,7 +279,29 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         fqrvs = [f for f in control.releases(contract) if f not in control.load_errors()]
-        return JSONResponse([metadata_body(f, control.signature(f)) for f in fqrvs])
+        return JSONResponse(
+            [metadata_body(f, control.signature(f), control.lineage(f)) for f in fqrvs]
+        )
+
+    @_route("GET", [CONTRACT + "/history"], Permission.READ_HISTORY, doc=docs.CONTRACT_HISTORY)
+    async def contract_history(
+        organization: str,
+        project: str,
+        contract_number: int,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> JSONResponse:
+        contract = _contract(organization, project, contract_number)
+        page = await control.contract_history(
+            contract, before_seq=before, limit=history_page(limit)
+        )
+        servables = [servable_history_body(h) for h in page]
+        return wrapped("ContractHistory", {"contract": encode(contract), "servables": servables})
+
+
+def _settings_body(control: ControlPlane, fqrv: FQRV, settings: ServableSettings) -> dict[str, Any]:
+    """A servable's settings, and its lineage (where it came from, who deployed it when)."""
+    return {"fqrv": encode(fqrv), **encode(settings), "lineage": encode(control.lineage(fqrv))}
 
 
 async def _contract_settings(request: Request, ctx: RestContext) -> ContractSettings:
@@ -375,15 +410,16 @@ def _add_servable_routes(router: APIRouter, ctx: RestContext) -> None:
         organization: str, project: str, contract_number: int, release_version: str
     ) -> JSONResponse:
         fqrv = _fqrv(organization, project, contract_number, release_version)
-        settings = encode(control.servable_settings(fqrv))
-        return wrapped("ServableSettings", {"fqrv": encode(fqrv), **settings})
+        settings = control.servable_settings(fqrv)
+        return wrapped("ServableSettings", _settings_body(control, fqrv, settings))
 
     @_route("GET", [SERVABLE + "/metadata"], doc=docs.SERVABLE_METADATA)
     async def servable_metadata(
         organization: str, project: str, contract_number: int, release_version: str
     ) -> JSONResponse:
         fqrv = _fqrv(organization, project, contract_number, release_version)
-        return JSONResponse(metadata_body(fqrv, control.signature(fqrv)))
+        signature = control.signature(fqrv)
+        return JSONResponse(metadata_body(fqrv, signature, control.lineage(fqrv)))
 
 
 def _created(fqrv: FQRV, serve: ServeRequest) -> dict[str, Any]:

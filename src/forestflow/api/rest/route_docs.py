@@ -189,6 +189,12 @@ CONTRACT_METADATA = RouteDoc(
     tag=CONTRACTS,
     array=True,
 )
+CONTRACT_HISTORY = RouteDoc(
+    "ContractHistory",
+    errors=(UnknownContract,),
+    summary="Every servable the contract ever had, newest deploy first, and how each left",
+    tag=CONTRACTS,
+)
 _DEPLOY_ERRORS = (
     ServableAlreadyExistsError,
     CreateServableRequestInvalidError,

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, Union
 
+from forestflow.control.lineage import ServableState
 from forestflow.control.serve_request import BasicServeRequest, MLFlowServeRequest, ServeRequest
 from forestflow.domain.codec import enum_from_number, protobuf_numbers
 from forestflow.domain.fqrv import FQRV, MAX_NAME_LENGTH, Contract
@@ -284,8 +285,93 @@ def _metadata() -> Schema:
             },
             "features": _array(ref("Feature")),
             "outputs": _array(ref("Feature")),
+            "lineage": ref("Lineage"),
         }
     )
+
+
+NULLABLE_STRING: Schema = {"anyOf": [STRING, {"type": "null"}]}
+
+
+def _lineage() -> Schema:
+    return {
+        **_object(
+            {
+                "source": {**STRING, "description": "The serve request's `path` as given."},
+                "resolvedSource": {
+                    **STRING,
+                    "description": "The location `source` resolved to when it was fetched "
+                    "(`models:/m@champion` → `models:/m/1`); a lost copy is fetched again "
+                    "from here.",
+                },
+                "artifactPath": NULLABLE_STRING,
+                "digest": {
+                    **NULLABLE_STRING,
+                    "description": "The content hash of the artifact copy (`sha256:…`).",
+                },
+                "flavor": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "description": "The flavor it was loaded with, as a single-key object.",
+                },
+                "tags": {"type": "object", "additionalProperties": STRING},
+                "deployedBy": {
+                    **NULLABLE_STRING,
+                    "description": "The name of the token that deployed it; null when "
+                    "authentication was off.",
+                },
+                "deployedAtMS": INTEGER,
+            }
+        ),
+        "description": "Where a servable came from, and who deployed it when, as recorded "
+        "at its deploy.",
+    }
+
+
+def _servable_history() -> Schema:
+    removal = _object(
+        {
+            "reason": {"enum": [ServableState.EXPIRED.value, ServableState.DELETED.value]},
+            "by": {
+                **NULLABLE_STRING,
+                "description": "The token whose command removed it: the deleter, or the "
+                "command whose evaluation expired it; null for the server's own evaluation "
+                "or with authentication off.",
+            },
+            "policy": {
+                "anyOf": [ref("ExpirationPolicy"), {"type": "null"}],
+                "description": "For an expiry, the contract's expiration policy that made it.",
+            },
+            "atMS": INTEGER,
+            "description": {
+                **STRING,
+                "description": "`expired by KeepLatest(servablesToKeep=2)`, `deleted by ci`.",
+            },
+        }
+    )
+    return {
+        **_object(
+            {
+                "seq": {
+                    **INTEGER,
+                    "description": "The history seq of its deploy: `before` for the next page.",
+                },
+                "fqrv": ref("FQRV"),
+                "servableFQRV": STRING,
+                "lineage": ref("Lineage"),
+                "state": {"enum": [state.value for state in ServableState]},
+                "failure": {**STRING, "description": "Why a `failed` one could not be loaded."},
+                "removal": {
+                    "anyOf": [removal, {"type": "null"}],
+                    "description": "How it left; null while it is there.",
+                },
+            },
+            "failure",
+        ),
+        "description": "One servable a contract had: `state` is `loaded` or `failed` while it "
+        "is there, `expired` or `deleted` once it left.",
+    }
 
 
 def _prediction() -> Schema:
@@ -338,7 +424,9 @@ def _answers(book: SchemaBook) -> dict[str, Schema]:
     """The answers' schemas, by component name."""
     fqrv, contract = ref("FQRV"), ref("Contract")
     with_fqrv = _object({"fqrv": fqrv})
-    settings = _object({"fqrv": fqrv, **book.properties(ServableSettings)})
+    settings = _object(
+        {"fqrv": fqrv, **book.properties(ServableSettings), "lineage": ref("Lineage")}
+    )
     token = _object(
         {
             "name": STRING,
@@ -394,6 +482,12 @@ def _answers(book: SchemaBook) -> dict[str, Schema]:
         "ServableSettingsAnswer": _wrapper("ServableSettings", settings),
         "BasicMetaDataAnswer": _wrapper("BasicMetaData", ref("BasicMetaData")),
         "BasicMetaData": _metadata(),
+        "Lineage": _lineage(),
+        "ServableHistory": _servable_history(),
+        "ContractHistory": _wrapper(
+            "ContractHistory",
+            _object({"contract": contract, "servables": _array(ref("ServableHistory"))}),
+        ),
         "Feature": _feature(),
         "SchemaEntry": _object({"type": ref("TensorType"), "fields": _array(STRING)}),
         "TensorType": _enum(TensorType),

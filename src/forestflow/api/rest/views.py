@@ -1,9 +1,10 @@
-"""JSON views of servable metrics and model metadata (SPEC §4.3)."""
+"""JSON views of servable metrics, model metadata (SPEC §4.3), lineage and history."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from forestflow.control.lineage import Lineage, ServableHistory, ServableState
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.frame import TensorType
@@ -47,9 +48,10 @@ def _input_groups(signature: ModelSignature) -> list[dict[str, Any]]:
     ]
 
 
-def metadata_body(fqrv: FQRV, signature: ModelSignature) -> dict[str, Any]:
+def metadata_body(fqrv: FQRV, signature: ModelSignature, lineage: Lineage) -> dict[str, Any]:
     """`{"BasicMetaData": {...}}`: input tensors by type (ready to copy into a score request's
-    `schema`), every feature with its type and missing-value support, and the outputs."""
+    `schema`), every feature with its type and missing-value support, the outputs, and
+    where the model came from."""
     names = signature.input_names
     description = (
         f"inputs in order: {', '.join(names)}"
@@ -66,5 +68,42 @@ def metadata_body(fqrv: FQRV, signature: ModelSignature) -> dict[str, Any]:
             "inputs": _input_groups(signature),
             "features": [_feature(spec) for spec in signature.inputs],
             "outputs": [_feature(spec) for spec in signature.outputs],
+            "lineage": encode(lineage),
         }
     }
+
+
+def policy_text(policy: object) -> str:
+    """A policy as one line: `KeepLatest(servablesToKeep=2)`."""
+    ((name, parameters),) = encode(policy).items()
+    return f"{name}({', '.join(f'{k}={v}' for k, v in parameters.items())})"
+
+
+def _removal_body(history: ServableHistory) -> dict[str, Any] | None:
+    removal = history.removal
+    if removal is None:
+        return None
+    body: dict[str, Any] = encode(removal)
+    if removal.policy is not None:
+        body["description"] = f"expired by {policy_text(removal.policy)}"
+    elif removal.reason is ServableState.DELETED:
+        who = removal.by or "a client (authentication was off)"
+        body["description"] = f"deleted by {who}"
+    else:
+        body["description"] = "expired (its policy was not recorded)"
+    return body
+
+
+def servable_history_body(history: ServableHistory) -> dict[str, Any]:
+    """One servable of a contract's history: its lineage, where it is now, how it left."""
+    body: dict[str, Any] = {
+        "seq": history.seq,
+        "fqrv": encode(history.fqrv),
+        "servableFQRV": str(history.fqrv),
+        "lineage": encode(history.lineage),
+        "state": history.state.value,
+        "removal": _removal_body(history),
+    }
+    if history.failure is not None:
+        body["failure"] = history.failure
+    return body
