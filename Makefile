@@ -30,12 +30,20 @@ $(BIN)/git-lfs: | $(BIN)/python
 	apt-get download -q git-lfs && dpkg-deb -x git-lfs_*.deb root && \
 	install -m 755 root/usr/bin/git-lfs "$$target" && "$$target" version
 
+# Debian's Chromium for the dashboard's browser test (tests/e2e/test_dashboard.py, driven by
+# Playwright without `playwright install`): installed when missing, as root, quietly
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "$@ is missing: install Chromium there" >&2; exit 1; }
+	@[ "$$(id -u)" = 0 ] || { echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; }
+	@apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
 ## run: install and start the server on the embedded defaults (port 8090, state in ./data)
 run: $(VENV)/.installed-run
 	$(BIN)/forestflow serve --port $(PORT) --data-dir $(DATA_DIR)
 
 ## test: install the test dependencies, then lint, type-check and run the whole suite
-test: $(VENV)/.installed-test $(BIN)/git-lfs
+test: $(VENV)/.installed-test $(BIN)/git-lfs $(CHROMIUM)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy
@@ -54,7 +62,7 @@ unit: $(VENV)/.installed-test
 integration: $(VENV)/.installed-test $(BIN)/git-lfs
 	$(TEST_ENV) $(BIN)/pytest -q tests/integration
 
-e2e: $(VENV)/.installed-test $(BIN)/git-lfs
+e2e: $(VENV)/.installed-test $(BIN)/git-lfs $(CHROMIUM)
 	$(TEST_ENV) $(BIN)/pytest -q tests/e2e
 
 ## bench: ForestFlow against bare handlers, MLServer, KServe, LitServe and MLflow (~15 min);

@@ -30,7 +30,7 @@ from forestflow.errors import ForestFlowError
 DEFAULT_INTERVAL_MS = 1000
 DEFAULT_KEEP = 180
 DEFAULT_GONE_KEEP = 5
-DEFAULT_WINDOW_MS = 30_000
+DEFAULT_WINDOW_MS = 10_000
 HISTORY_SCAN = 200
 """Recent history entries searched for why a servable went."""
 

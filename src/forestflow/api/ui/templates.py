@@ -230,7 +230,7 @@ def sparkline(samples: Sequence[Sample]) -> str:
     span = max(end - start, 1)
     points = " ".join(
         f"{(s.at_ms - start) * SPARK_WIDTH / span:.1f},"
-        f"{SPARK_HEIGHT - s.phase_in_pct * SPARK_HEIGHT / 100:.1f}"
+        f"{SPARK_HEIGHT - 1 - s.phase_in_pct * (SPARK_HEIGHT - 2) / 100:.1f}"
         for s in samples
     )
     label = f"phase-in over the last {span / 1000:.0f} s"
@@ -275,10 +275,10 @@ def _performance(metrics: Mapping[str, float]) -> str:
 
 
 def _since(created_ms: int, valid_ms: int | None) -> str:
-    created = f'<div title="deployed">deployed {esc(when(created_ms))}</div>'
+    created = f"<div>deployed {_time_cell(created_ms)}</div>"
     if valid_ms is None:
         return created
-    return created + f'<div title="first valid">valid {esc(when(valid_ms))}</div>'
+    return created + f"<div>valid {_time_cell(valid_ms)}</div>"
 
 
 def when(epoch_ms: int) -> str:

@@ -21,6 +21,7 @@
 
   function askForToken(message) {
     element("token-message").textContent = message || "";
+    document.body.classList.add("needs-token");
     element("token-form").hidden = false;
     element("sign-out").hidden = true;
     element("token").focus();
@@ -28,6 +29,7 @@
 
   function useToken(value) {
     window.sessionStorage.setItem(KEY, value);
+    document.body.classList.remove("needs-token");
     element("token-form").hidden = true;
     element("sign-out").hidden = false;
     window.htmx.trigger(document.body, "ff-auth");
