@@ -35,6 +35,7 @@ def _state(client: httpx.Client) -> dict[str, Any]:
                 {k: s["ServableMetrics"][k] for k in ("fqrv", "createdAtMS", "becameValidAtMS")}
                 for s in client.get(f"{base}/stats").json()
             ],
+            "history": client.get(f"{base}/history").json(),
         }
     return state
 
@@ -92,6 +93,11 @@ def _deploy_everything(client: httpx.Client) -> None:
         )
     )
     ok(client.put("/acme/churn/4", json=contract_settings(keep=5)))
+    # a contract whose history holds an expiry and a delete (issue 11, scope 5)
+    ok(client.post("/contract/samples/history/1", json=contract_settings(keep=1)))
+    for release in ("h1", "h2", "h3"):
+        ok(client.post("/servable", json=serve_body(release, project="history", n=1)))
+    ok(client.delete("/samples/history/1/h3"))
 
 
 class TestKillAndRestart:
@@ -102,6 +108,13 @@ class TestKillAndRestart:
         first = server_factory(data_dir)
         _deploy_everything(first.client)
         before = _state(first.client)
+        left = before["/samples/history/1"]["history"]["ContractHistory"]["servables"]
+        assert [(s["servableFQRV"], s["state"]) for s in left] == [
+            ("samples.history.1.h3", "deleted"),
+            ("samples.history.1.h2", "expired"),
+            ("samples.history.1.h1", "expired"),
+        ]
+        assert left[1]["removal"]["description"] == "expired by KeepLatest(servablesToKeep=1)"
         scores_before = {
             path: first.client.post(path, json=body).json()
             for path, body in self._direct_scores().items()
@@ -183,6 +196,9 @@ class TestUnacknowledgedDeploy:
             for f in restarted.client.get("/samples/energy_output/0/list").json()
         ]
         assert releases == ["v1"]
+        history = restarted.client.get("/samples/energy_output/0/history").json()
+        (only,) = history["ContractHistory"]["servables"]
+        assert (only["servableFQRV"], only["state"]) == ("samples.energy_output.0.v1", "loaded")
         assert not (data_dir / "artifacts/servables/samples/energy_output/0/slow").exists()
         redeploy = restarted.client.post("/servable", json=serve_body("slow"))
         assert redeploy.status_code == 201, redeploy.text
