@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from forestflow.control.runner import ShadowDone
+from forestflow.control.telemetry import RunnerTelemetry
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.frame import Frame
 from forestflow.domain.signature import ModelSignature
@@ -104,3 +105,7 @@ class FakeRunner:
             future.set_exception(error)
         future.add_done_callback(done)
         return True
+
+    def telemetry(self) -> dict[FQRV, RunnerTelemetry]:
+        """None: nothing here is batched or timed."""
+        return {}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from forestflow.control.telemetry import RequestTelemetry
 
 
 @dataclass(slots=True)
 class ServableCounters:
     """`scoreCount` and `shadeCount` of one servable, plus whether they changed since the flush.
 
-    Only the event-loop thread touches these, so plain integers are enough.
+    Only the event-loop thread touches these, so plain integers are enough. `requests`
+    (outcomes and latency per mode, for `/metrics`) lives and dies with them: a deleted
+    servable's series go with it.
     """
 
     score_count: int = 0
@@ -17,6 +21,7 @@ class ServableCounters:
     shadow_dropped: int = 0
     shadow_failed: int = 0
     dirty: bool = False
+    requests: RequestTelemetry = field(default_factory=RequestTelemetry)
 
     def scored(self) -> None:
         """Count one request the servable answered."""

@@ -45,6 +45,7 @@ from forestflow.control.routes import ContractRoute, ServableRoute
 from forestflow.control.runner import ServableRunner
 from forestflow.control.serve_request import ServeRequest
 from forestflow.control.state import ContractRecord, RegistryState, ServableRecord
+from forestflow.control.telemetry import Histogram
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.metrics import ServableMetrics
@@ -348,6 +349,10 @@ class ControlPlane:
         if not lifetimes and record is None and not await self._log.lifetimes(contract, limit=1):
             raise UnknownContract(contract)
         return [servable_history(lifetime, record, errors.get) for lifetime in lifetimes]
+
+    def store_write_seconds(self) -> Mapping[str, Histogram]:
+        """How long each state-store write took so far, by operation (for `/metrics`)."""
+        return self._log.write_seconds
 
     def load_errors(self) -> dict[FQRV, str]:
         """Servables that are recorded but could not be loaded, with the reason."""

@@ -9,10 +9,11 @@ it; the serving layer scores through the same runner.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from forestflow.control.telemetry import RunnerTelemetry
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.frame import Frame
 from forestflow.domain.signature import ModelSignature
@@ -47,4 +48,10 @@ class ServableRunner(Protocol):
     def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
         """Queue a shadow request behind served work; False when it was dropped (the
         shadow queue is full, or `fqrv` is not running). `done` gets its outcome."""
+        ...
+
+    def telemetry(self) -> Mapping[FQRV, RunnerTelemetry]:
+        """Model calls (batch sizes, durations) and waiting requests of each running
+        servable, served and shadow apart, for `/metrics`; empty when the runner keeps
+        none."""
         ...

@@ -81,6 +81,11 @@ class ServedBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: collections.deque[tuple[Frame, asyncio.Future[Frame]]] = collections.deque()
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting now for a model call (for `/metrics`)."""
+        return len(self._waiting)
+
     async def submit(self, frame: Frame) -> Frame:
         """The prediction for `frame`, alone or in a batch."""
         if self._in_flight < self._max_in_flight and not self._waiting:

@@ -61,27 +61,45 @@ class InferenceService:
         self._shadow_failures = FailureLog(log, clock, what="shadow scoring")
 
     async def score(self, contract: Contract, frame: Frame) -> Scored:
-        """Route to one servable by the contract's router, score, and queue the shadows."""
+        """Route to one servable by the contract's router, score, and queue the shadows.
+
+        The servable counts the request's outcome and latency (from the moment it is chosen
+        to its prediction) in `counters.requests.served`."""
         route = self._control.route(contract)
         fqrv = route.plan.choose(self._rng)
         if fqrv is None:
             raise NoActiveServablesForContract(contract)
         servable = route.servables[fqrv]
-        if route.refuse_missing:
-            check_complete(frame, servable.inputs)
         started = time.perf_counter()
-        prediction = await self._runner.predict(fqrv, frame)
+        try:
+            if route.refuse_missing:
+                check_complete(frame, servable.inputs)
+            prediction = await self._runner.predict(fqrv, frame)
+        except BaseException as error:
+            servable.counters.requests.served.failed(error, time.perf_counter() - started)
+            raise
+        seconds = time.perf_counter() - started
         servable.counters.scored()
-        self._log(servable, frame, prediction, started, served=True)
+        servable.counters.requests.served.succeeded(seconds)
+        self._log(servable, frame, prediction, seconds, served=True)
         self._fan_out(route, fqrv, frame)
         return Scored(fqrv, prediction)
 
     async def score_servable(self, fqrv: FQRV, frame: Frame) -> Scored:
-        """Score on one servable, bypassing the router; not counted in `scoreCount`."""
+        """Score on one servable, bypassing the router; not counted in `scoreCount`, but in
+        `counters.requests.direct`."""
         servable = self._control.servable_route(fqrv)
-        if self._control.route(fqrv.contract).refuse_missing:
-            check_complete(frame, servable.inputs)
-        return Scored(fqrv, await self._runner.predict(fqrv, frame))
+        requests = servable.counters.requests.direct
+        started = time.perf_counter()
+        try:
+            if self._control.route(fqrv.contract).refuse_missing:
+                check_complete(frame, servable.inputs)
+            prediction = await self._runner.predict(fqrv, frame)
+        except BaseException as error:
+            requests.failed(error, time.perf_counter() - started)
+            raise
+        requests.succeeded(time.perf_counter() - started)
+        return Scored(fqrv, prediction)
 
     def _fan_out(self, route: ContractRoute, served: FQRV, frame: Frame) -> None:
         for shadow in route.shadow_candidates:
@@ -106,13 +124,16 @@ class InferenceService:
     ) -> None:
         if future.cancelled():  # shut down before it ran: not the model's failure
             return
+        seconds = time.perf_counter() - started
         error = future.exception()
         if error is not None:
             shadow.counters.shadow_failed_once()
+            shadow.counters.requests.shadow.failed(error, seconds)
             self._shadow_failures.failed(shadow.fqrv, _reason(error))
             return
         shadow.counters.shadowed()
-        self._log(shadow, frame, future.result(), started, served=False)
+        shadow.counters.requests.shadow.succeeded(seconds)
+        self._log(shadow, frame, future.result(), seconds, served=False)
 
     def _sampled(self, servable: ServableRoute) -> bool:
         if servable.logging.log_level is LogLevel.SAMPLE:
@@ -124,7 +145,7 @@ class InferenceService:
         servable: ServableRoute,
         frame: Frame,
         prediction: Frame,
-        started: float,
+        seconds: float,
         *,
         served: bool,
     ) -> None:
@@ -142,7 +163,7 @@ class InferenceService:
             timestamp_ms=self._clock.now_ms(),
             request=frame,
             prediction=prediction,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=seconds * 1000,
             key=None if keys is None else keys.first(),
             row_keys=keys,
         )

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from forestflow.control.runner import ShadowDone
+from forestflow.control.telemetry import (
+    BATCH_SIZE_BUCKETS,
+    LATENCY_BUCKETS_S,
+    Histogram,
+    ModelCalls,
+    RunnerTelemetry,
+)
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.frame import Frame, Layout
 from forestflow.domain.signature import ModelSignature, conform
@@ -22,6 +31,7 @@ from forestflow.serving.batching import BatchStats, Outcome, ServedBatcher, shap
 from forestflow.serving.scheduler import ShadowBatch, WorkScheduler
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _score(fqrv: FQRV, model: LoadedModel, frame: Frame, *, log_failures: bool = True) -> Frame:
@@ -87,6 +97,26 @@ def _outcome(call: Callable[..., Frame], *args: Any) -> Outcome:
         return error
 
 
+def _timed(call: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """`call(*args)` and the seconds it took (on the worker thread that runs it)."""
+    started = time.perf_counter()
+    result = call(*args)
+    return result, time.perf_counter() - started
+
+
+@dataclass(slots=True)
+class _Calls:
+    """Model calls of one mode: requests per call and seconds per call. Observed on the
+    event loop only (see `control.telemetry`)."""
+
+    sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
+    seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+
+    def observe(self, size: int, seconds: float) -> None:
+        self.sizes.observe(size)
+        self.seconds.observe(seconds)
+
+
 @dataclass(slots=True)
 class _Slot:
     """A loaded model and the jobs using it; it is closed when stopped and idle."""
@@ -96,6 +126,18 @@ class _Slot:
     batcher: ServedBatcher
     in_flight: int = 0
     stopped: bool = False
+    served: _Calls = field(default_factory=_Calls)
+    shadow: _Calls = field(default_factory=_Calls)
+    # (requests, seconds) of shadow calls, appended on their worker thread and moved into
+    # `shadow` on the event loop as each call's requests complete (deque appends and pops
+    # are atomic), so the histograms keep one thread
+    shadow_timings: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
+
+    @property
+    def shadow_key(self) -> Hashable:
+        """Its shadow requests share calls with those of this very model, not of a
+        replaced one."""
+        return (self.fqrv, id(self))
 
     def acquire(self) -> LoadedModel:
         self.in_flight += 1
@@ -104,7 +146,16 @@ class _Slot:
     def score_shadows(self, frames: list[Frame]) -> list[Outcome]:
         """Score shadow requests together (on a worker thread); failures are not logged
         here: the inference service counts them and rate-limits their log lines."""
-        return _score_batch(self.fqrv, self.model, frames, log_failures=False)
+        started = time.perf_counter()
+        try:
+            return _score_batch(self.fqrv, self.model, frames, log_failures=False)
+        finally:
+            self.shadow_timings.append((len(frames), time.perf_counter() - started))
+
+    def observe_shadow_calls(self) -> None:
+        """Move the timings of finished shadow calls into `shadow` (on the event loop)."""
+        while self.shadow_timings:
+            self.shadow.observe(*self.shadow_timings.popleft())
 
     def release(self) -> None:
         self.in_flight -= 1
@@ -173,6 +224,17 @@ class InProcessRunner:
         """How `fqrv`'s served requests were grouped into model calls."""
         return self._slot(fqrv).batcher.stats
 
+    def telemetry(self) -> dict[FQRV, RunnerTelemetry]:
+        """Each running servable's model calls and waiting requests, served and shadow."""
+        found: dict[FQRV, RunnerTelemetry] = {}
+        for fqrv, slot in self._slots.items():
+            slot.observe_shadow_calls()
+            served = ModelCalls(slot.served.sizes, slot.served.seconds, slot.batcher.waiting)
+            queued = self._scheduler.queued(slot.shadow_key)
+            shadow = ModelCalls(slot.shadow.sizes, slot.shadow.seconds, queued)
+            found[fqrv] = RunnerTelemetry(served, shadow)
+        return found
+
     def _new_slot(self, fqrv: FQRV, model: LoadedModel, max_batch_size: int) -> _Slot:
         # Model calls always go to a worker, however cheap: measured with ONNX Runtime at
         # 5 us a call, calling on the event loop instead served 20-30% fewer requests,
@@ -180,9 +242,13 @@ class InProcessRunner:
         async def run(frames: list[Frame]) -> list[Outcome]:
             slot.acquire()
             try:
-                return await self._scheduler.run(lambda: _score_batch(fqrv, model, frames))
+                outcomes, seconds = await self._scheduler.run(
+                    lambda: _timed(_score_batch, fqrv, model, frames)
+                )
             finally:
                 slot.release()
+            slot.served.observe(len(frames), seconds)
+            return outcomes
 
         batcher = ServedBatcher(
             run, max_in_flight=self._scheduler.workers, max_batch_size=max_batch_size
@@ -199,10 +265,10 @@ class InProcessRunner:
 
         def finished(future: asyncio.Future[Any]) -> None:
             slot.release()
+            slot.observe_shadow_calls()
             done(future)
 
-        # batched with the shadow requests of this very model (not of a replaced one)
-        job = ShadowBatch((fqrv, id(slot)), frame, slot.score_shadows)
+        job = ShadowBatch(slot.shadow_key, frame, slot.score_shadows)
         accepted = self._scheduler.offer_shadow(job, finished)
         if not accepted:
             slot.release()

@@ -206,6 +206,16 @@ class WorkScheduler:
         if not self._turns and not self.stats.shadow_running:
             self._shadow_idle.set()
 
+    @property
+    def shadow_queue_size(self) -> int:
+        """Shadow jobs the queue holds at most (all keys together)."""
+        return self._shadow_queue_size
+
+    def queued(self, key: Hashable) -> int:
+        """Shadow jobs of `key` waiting now for a worker."""
+        queue = self._queues.get(key)
+        return len(queue) if queue is not None else 0
+
     async def shadow_idle(self) -> None:
         """Wait until no shadow work is queued or running."""
         await self._shadow_idle.wait()
