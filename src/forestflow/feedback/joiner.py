@@ -148,6 +148,20 @@ class JoinerStats:
     predictions under their key."""
 
 
+RECORD_OUTCOMES = ("matched", "unknown", "mismatched", "refused")
+"""What becomes of a feedback record (`FeedbackTallies.records`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackTallies:
+    """Cumulative joins per contract and servable since start-up, for `/metrics`."""
+
+    records: dict[Contract, dict[str, int]]
+    """Feedback records per contract, by outcome (`RECORD_OUTCOMES`)."""
+    joined: dict[FQRV, int]
+    """Predictions joined per servable (forgotten with the servable)."""
+
+
 @dataclass(slots=True)
 class _Tally:
     successes: int = 0
@@ -215,6 +229,8 @@ class FeedbackJoiner(PredictionSink):
         )
         self._rolling: dict[FQRV, RollingMetrics] = {}
         self._counts: collections.Counter[str] = collections.Counter()
+        self._contract_records: dict[Contract, collections.Counter[str]] = {}
+        self._joined: collections.Counter[FQRV] = collections.Counter()
 
     def emit(self, event: PredictionEvent) -> None:
         """Take a keyed event for joining, in O(1): its servable, key, prediction and arrival
@@ -333,10 +349,13 @@ class FeedbackJoiner(PredictionSink):
                     continue
                 counts["matched"] += 1
                 counts["joined"] += len(kept)
+                self._joined.update(entry.fqrv for entry in kept)
                 if not self._score(kept, record.actual, tallies):
                     counts["mismatched"] += 1
             counts["refused"] = len(refused)
             self._counts.update(counts)
+            tally = self._contract_records.setdefault(contract, collections.Counter())
+            tally.update({outcome: counts[outcome] for outcome in RECORD_OUTCOMES})
             updates = {
                 fqrv: MetricsUpdate(self._rolling[fqrv].values(), tally.increments())
                 for fqrv, tally in tallies.items()
@@ -383,6 +402,7 @@ class FeedbackJoiner(PredictionSink):
             self._index(None)
             self._pending.drop(fqrv)
             self._rolling.pop(fqrv, None)
+            self._joined.pop(fqrv, None)
 
     def stats(self) -> SinkStats:
         """Events received, kept for joining, and lost (evicted unjoined or not taken)."""
@@ -421,6 +441,12 @@ class FeedbackJoiner(PredictionSink):
                 mismatched=c["mismatched"],
                 refused=c["refused"],
             )
+
+    def tallies(self) -> FeedbackTallies:
+        """Records per contract by outcome and predictions joined per servable, so far."""
+        with self._lock:
+            records = {c: dict(counts) for c, counts in self._contract_records.items()}
+            return FeedbackTallies(records, dict(self._joined))
 
 
 def _refusal(kept: Sequence[PendingPrediction], actual: Actual) -> tuple[str, str] | None:
