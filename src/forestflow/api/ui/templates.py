@@ -157,9 +157,9 @@ def contract_view(panel: ContractPanel, sections: Iterable[str], now_ms: int) ->
 <p class="settings">Router <code>{esc(_policy(settings.get("router")))}</code>, expiration
 <code>{esc(_policy(settings.get("expirationPolicy")))}</code>. Traffic: {esc(observed)}.</p>
 <table class="servables">
-<thead><tr><th>release</th><th>state</th><th>phase-in</th><th>traffic intended / observed</th>
+<thead><tr><th>release</th><th>state</th><th>phase-in</th><th>traffic: intended / observed</th>
 <th>scoreCount</th><th>shadeCount</th><th>shadow failed</th><th>shadow dropped</th>
-<th>latency p50 / p95 / p99 (ms)</th><th>performance</th><th>since</th></tr></thead>
+<th>latency (ms): p50 / p95 / p99</th><th>performance</th><th>since</th></tr></thead>
 <tbody>{rows}{"".join(_gone_row(g, now_ms) for g in panel.gone)}</tbody>
 </table>
 <p class="footnote">Latency: over the last logged predictions of each servable (served; shadow
