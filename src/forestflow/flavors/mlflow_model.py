@@ -9,7 +9,9 @@ can serve wins, whatever the order in the file:
 1. `onnx` → `ONNX {modelPath: data}`;
 2. `h2o` → `H2OMojo {mojoPath, version: h2o_version}`, only when `data` is (or holds) a
    MOJO (a zip with `model.ini`, or its unpacked directory). MLflow's own h2o flavor saves
-   a binary model that needs a running H2O cluster: skipped;
+   a binary model that needs a running H2O cluster: skipped. `h2o_mojo`, the original
+   ForestFlow's name for a MOJO laid out as mlflow.h2o lays out its model (`data` holding
+   `h2o.yaml`, whose `model_file` is the MOJO), is read the same way;
 3. `xgboost` → `XGBoost {modelPath: data}`, only for `model_class: xgboost.core.Booster`;
    models of the scikit-learn API (`XGBClassifier`, ...) are skipped, python_function
    serves them;
@@ -146,7 +148,8 @@ def flavor_from_mlmodel(directory: Path) -> Flavor:
     raise CreateServableRequestInvalidError(
         f"the {MLMODEL_FILE} has no flavor this server can serve; flavors found: "
         f"{'; '.join(skipped + unknown)}. Supported, in order of preference: "
-        "onnx, h2o (MOJO only), xgboost (Booster), lightgbm (Booster), sklearn, python_function",
+        "onnx, h2o or h2o_mojo (MOJO only), xgboost (Booster), lightgbm (Booster), sklearn, "
+        "python_function",
         field=_FIELD,
     )
 
@@ -306,6 +309,7 @@ Chooser = Callable[[Path, Mapping[str, Any], MLmodel], "Flavor | str"]
 _PREFERENCE: tuple[tuple[str, Chooser], ...] = (
     ("onnx", _onnx),
     ("h2o", _h2o),
+    ("h2o_mojo", _h2o),
     ("xgboost", _booster("XGBoost", _XGBOOST_BOOSTER)),
     ("lightgbm", _booster("LightGBM", _LIGHTGBM_BOOSTER)),
     ("sklearn", _sklearn),

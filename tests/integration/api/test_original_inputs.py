@@ -6,7 +6,10 @@ treated as always valid."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ from tests.payloads import (
 
 BASE = "/samples/energy_output/0"
 MLFLOW_ONNX = FIXTURES / "mlflow" / "onnx" / "gbr_powerplant_onnx"
+MOJO = FIXTURES / "h2o" / "gbm_powerplant_regression"
 
 
 class TestProtobufJson:
@@ -112,6 +116,30 @@ class TestMLmodelFileAsPath:
         assert scored.status_code == 200, scored.text
         ((value,),) = prediction_values(scored.json())
         assert value == pytest.approx(431.7623596191406, rel=1e-6)
+
+    async def test_the_original_s_h2o_mojo_flavor(self, harness: Harness, tmp_path: Path) -> None:
+        # the layout the original read: MLmodel's h2o_mojo names `data`, whose h2o.yaml
+        # names the MOJO (as mlflow.h2o lays out its own model)
+        model = tmp_path / "model"
+        data = model / "model.h2o"
+        data.mkdir(parents=True)
+        shutil.copy(MOJO / "gbm_powerplant_regression.zip", data)
+        (data / "h2o.yaml").write_text(
+            "full_file: model.h2o/gbm_powerplant_regression.zip\n"
+            "model_dir: model.h2o\nmodel_file: gbm_powerplant_regression.zip\n"
+        )
+        (model / "MLmodel").write_text(
+            "flavors:\n  h2o_mojo:\n    data: model.h2o\n    h2o_version: 3.46.0.11\n"
+        )
+        deploy = mlflow_request((model / "MLmodel").as_uri())
+        deployed = await harness.client.post("/servable", json=deploy)
+        assert deployed.status_code == 201, deployed.text
+        reference = json.loads((MOJO / "expected.json").read_text())
+        body = score_body(reference["rows"][:2], reference["features"])
+        scored = await harness.client.post(BASE + "/score", json=body)
+        assert scored.status_code == 200, scored.text
+        values = [row[0] for row in prediction_values(scored.json())]
+        assert values == pytest.approx(reference["predictions"][:2], rel=1e-6)
 
     async def test_a_missing_mlmodel_file_names_path(self, harness: Harness) -> None:
         missing = (FIXTURES / "h2o" / "gbm_powerplant_regression" / "MLmodel").as_uri()
