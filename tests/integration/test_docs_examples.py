@@ -17,6 +17,7 @@ under it show (or, for a block's last command, the ```json block right after the
 each python block, run in its own interpreter, must print what the comment lines right
 under its `print(` lines show. A comment after a blank line is prose. Numbers may be
 shown rounded; any other fence is refused, so no example escapes the run.
+docs/migrating.md is run the same way.
 
 Last, every relative link of README.md and docs/ leads to a file, and to a heading of it.
 """
@@ -428,6 +429,8 @@ class TestWorkedExamplesRun:
 
 PROTOCOLS_INDEX = REPO / "docs" / "protocols.md"
 PROTOCOL_PAGES = sorted((REPO / "docs" / "protocols").glob("*.md"))
+# run as written, as the protocol pages are
+RUN_AS_WRITTEN = [*PROTOCOL_PAGES, REPO / "docs" / "migrating.md"]
 PROTOCOL_PAGE_NAMES = {"open-inference.md", "mlflow-scoring.md", "graphpipe.md"}
 RUN = ("bash", "python")
 SHOWN = ("json", "text")
@@ -622,7 +625,7 @@ def test_every_protocol_has_a_page_the_index_links() -> None:
         assert f"](protocols/{page.name})" in index, page.name
 
 
-@pytest.mark.parametrize("page", PROTOCOL_PAGES, ids=lambda page: page.name)
+@pytest.mark.parametrize("page", RUN_AS_WRITTEN, ids=lambda page: page.name)
 class TestProtocolPages:
     def test_code_blocks_are_run_or_shown(self, page: Path) -> None:
         blocks = blocks_of(page)
