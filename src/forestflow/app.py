@@ -27,6 +27,7 @@ from forestflow.api.rest.endpoints import RestContext, build_router
 from forestflow.api.rest.errors import install_error_handlers
 from forestflow.api.rest.feedback import build_feedback_router
 from forestflow.api.rest.openapi import install_openapi
+from forestflow.api.rest.prediction_events import build_prediction_events_router
 from forestflow.api.rest.prometheus import MetricSources, build_metrics_router
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.api.rest.route_docs import HEALTH_LIVE, HEALTH_READY
@@ -45,6 +46,7 @@ from forestflow.feedback.joiner import FeedbackJoiner
 from forestflow.flavors.base import LoadPolicy
 from forestflow.predictionlog.emitter import PredictionEmitter
 from forestflow.predictionlog.recent import RecentPredictions
+from forestflow.predictionlog.ring import RingSink
 from forestflow.predictionlog.sinks import PredictionSink
 from forestflow.serving.inference import InferenceService
 from forestflow.serving.runner import InProcessRunner
@@ -120,7 +122,10 @@ class App:
         # joiner sees every event too and takes its part at once, so feedback sent right
         # after a response finds its prediction
         self.recent = RecentPredictions()  # the dashboard's recent predictions
-        self.sink = PredictionEmitter([*self.sinks.values(), self.feedback, self.recent])
+        self.events = RingSink()  # the latest events, for GET /prediction-log/events
+        self.sink = PredictionEmitter(
+            [*self.sinks.values(), self.feedback, self.recent, self.events]
+        )
         self.control = ControlPlane(
             store=self.store,
             runner=self.runner,
@@ -208,6 +213,7 @@ class App:
             build_feedback_router(self.control, self.feedback, self.sinks, limit, guard)
         )
         guarded.include_router(build_admin_router(self.tokens, self.control, guard, limit))
+        guarded.include_router(build_prediction_events_router(self.events, guard))
         asgi.include_router(guarded)
         # after the BASIC routes: POST /servable/... keeps matching its deploy route first
         for build in (build_mlflow_router, build_graphpipe_router):

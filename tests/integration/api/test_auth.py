@@ -71,6 +71,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("PUT", "/{organization}/{project}/{contract_number}/{release_version}/metrics"): DEPLOY,
     ("POST", "/{organization}/{project}/{contract_number}/feedback"): MANAGE,
     ("GET", "/prediction-log/stats"): READ,
+    ("GET", "/prediction-log/events"): MANAGE,  # every client's features: not for scorers
     ("GET", "/metrics"): READ,
     ("POST", "/admin/tokens"): ADMIN,
     ("GET", "/admin/tokens"): ADMIN,
