@@ -23,6 +23,8 @@ ALLOWED = {
     "control": {"domain", "store", "artifacts", "flavors"},
     "serving": {"domain", "control", "flavors", "predictionlog"},
     "api": {"domain", "control", "serving", "feedback", "predictionlog"},
+    # the Python client stands alone: it shares only the error tree with the server
+    "client": set(),
 }
 DOMAIN_FORBIDDEN = {
     "fastapi",
@@ -108,6 +110,11 @@ def _loaded_after(statement: str, modules: list[str]) -> str:
 def test_importing_forestflow_loads_no_server_or_model_library() -> None:
     heavy = ["fastapi", "starlette", "uvicorn", "grpc", *MODEL_AND_STORAGE_LIBRARIES]
     assert _loaded_after("import forestflow", heavy) == "[]"
+
+
+def test_the_client_loads_nothing_of_the_server() -> None:
+    server = ["fastapi", "starlette", "uvicorn", "grpc", "pydantic", "numpy"]
+    assert _loaded_after("import forestflow.client", server + MODEL_AND_STORAGE_LIBRARIES) == "[]"
 
 
 def test_the_server_imports_flavor_and_storage_libraries_only_on_first_use() -> None:
