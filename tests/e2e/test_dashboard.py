@@ -9,6 +9,7 @@ docs/images/dashboard.png (never otherwise: a normal run leaves the repository a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,6 +229,10 @@ class TestCanaryOnTheDashboard:
         assert bar.get_attribute("data-state") == "valid"
         assert bar.locator("td.phase-in svg.spark polyline").count() == 1
         assert bar.locator(".intended").get_attribute("data-value") == "100.0"
+        assert re.fullmatch(
+            r"[0-9.]+ / [0-9.]+ / [0-9.]+", bar.locator("td.latency > span").inner_text()
+        )
+        assert bar.locator("td.errors").inner_text() == "0"
         shadow = row(page, "SHADOW")
         assert shadow.get_attribute("data-state") == "shadow-only"
 

@@ -2,9 +2,8 @@
 
 A sink like the others (the app's `PredictionEmitter` hands it every event), that keeps a
 bounded ring of short summaries — when, which servable, served or shadow, latency, rows,
-key, and the first row's features and prediction cut to a few values — and, per servable,
-the latencies of its last events. The dashboard (`api/ui`) reads both; nothing is written
-anywhere and nothing survives a restart.
+key, and the first row's features and prediction cut to a few values. The dashboard
+(`api/ui`) reads it; nothing is written anywhere and nothing survives a restart.
 
 `emit` runs on the serving path: it appends the event to a bounded queue and returns
 (O(1)). The summaries are made in `catch_up`, on the emitter's thread, so the ring never
@@ -17,9 +16,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-import math
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,8 +27,6 @@ from forestflow.predictionlog.sinks import PredictionSink, SinkStats
 
 DEFAULT_CAPACITY = 200
 """Summaries kept, all servables together."""
-DEFAULT_LATENCIES = 1000
-"""Latencies kept per servable and kind (served, shadow)."""
 PREVIEW_VALUES = 6
 """Columns of the first row shown of a request's features and of its prediction."""
 PREVIEW_TEXT = 40
@@ -76,18 +71,8 @@ class RecentPrediction:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class LatencySummary:
-    """Percentiles of the latencies kept for one servable (milliseconds)."""
-
-    count: int
-    p50: float
-    p95: float
-    p99: float
-
-
 class RecentPredictions(PredictionSink):
-    """The most recent prediction events as summaries, and per servable its last latencies.
+    """The most recent prediction events, as summaries.
 
     Thread-safe: `emit` is called on the serving path, `catch_up` on the emitter's thread,
     the readers from anywhere; one lock guards the queues, held for O(1) by `emit` and for
@@ -96,16 +81,12 @@ class RecentPredictions(PredictionSink):
 
     wire_name: ClassVar[str] = "recent"
 
-    def __init__(
-        self, capacity: int = DEFAULT_CAPACITY, latencies: int = DEFAULT_LATENCIES
-    ) -> None:
-        if capacity < 1 or latencies < 1:
-            raise ValueError("capacity and latencies must be positive")
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
         self._lock = threading.Lock()
         self._pending: collections.deque[PredictionEvent] = collections.deque(maxlen=capacity)
         self._ring: collections.deque[RecentPrediction] = collections.deque(maxlen=capacity)
-        self._latencies: dict[tuple[FQRV, bool], collections.deque[float]] = {}
-        self._latency_capacity = latencies
         self._emitted = self._written = self._dropped = 0
 
     def emit(self, event: PredictionEvent) -> None:
@@ -122,13 +103,7 @@ class RecentPredictions(PredictionSink):
             events, self._pending = self._pending, collections.deque(maxlen=self._pending.maxlen)
         summaries = [RecentPrediction.of(event) for event in events]
         with self._lock:
-            for summary in summaries:
-                self._ring.append(summary)
-                key = (summary.fqrv, summary.served_request)
-                kept = self._latencies.get(key)
-                if kept is None:
-                    kept = self._latencies[key] = collections.deque(maxlen=self._latency_capacity)
-                kept.append(summary.latency_ms)
+            self._ring.extend(summaries)
             self._written += len(summaries)
 
     def recent(self, contract: Contract | None = None, limit: int = 50) -> list[RecentPrediction]:
@@ -143,38 +118,11 @@ class RecentPredictions(PredictionSink):
                     break
         return found
 
-    def latency(self, fqrv: FQRV, *, served: bool = True) -> LatencySummary | None:
-        """Percentiles of the servable's last latencies (served or shadow); None if none."""
-        with self._lock:
-            kept = self._latencies.get((fqrv, served))
-            values = sorted(kept) if kept else []
-        if not values:
-            return None
-        return LatencySummary(
-            count=len(values),
-            p50=_percentile(values, 0.50),
-            p95=_percentile(values, 0.95),
-            p99=_percentile(values, 0.99),
-        )
-
-    def forget(self, fqrvs: Iterable[FQRV]) -> None:
-        """Drop the latencies of servables that are gone (their summaries age out)."""
-        with self._lock:
-            for fqrv in fqrvs:
-                self._latencies.pop((fqrv, True), None)
-                self._latencies.pop((fqrv, False), None)
-
     def stats(self) -> SinkStats:
         """`emitted` every event, `written` those summarised, `dropped` those overwritten
         in the queue before they were."""
         with self._lock:
             return SinkStats(emitted=self._emitted, written=self._written, dropped=self._dropped)
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    """The nearest-rank percentile `q` (0–1) of `ordered` (sorted, not empty)."""
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _preview(frame: Frame) -> tuple[tuple[tuple[str, str], ...], bool]:

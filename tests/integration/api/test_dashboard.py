@@ -153,6 +153,22 @@ class TestContractFragment:
             assert int(cell(html, release, "shade-count")) == metrics["shadeCount"]
             assert int(cell(html, release, "shadow-failed")) == metrics["shadowFailedCount"]
         assert stats["v2"]["shadeCount"] == 7
+        # latency from the servable's request histograms, over the window or since start-up
+        assert re.search(r"[0-9.]+ / [0-9.]+ / [0-9.]+", cell(html, "v1", "latency"))
+        assert cell(html, "v1", "errors") == "0"
+
+    async def test_served_requests_that_fail_are_counted_by_kind(self, harness: Harness) -> None:
+        await harness.client.post("/servable", json=serve_body("v1"))
+        await fragment(harness)
+        harness.clock.advance(seconds=1)
+        refused = await harness.client.post(f"{C}/score", json=score_body(features=list("abcd")))
+        assert refused.status_code == 422
+        html = await fragment(harness)
+        found = re.search(
+            r'<td class="errors num alert" data-recent="1" title="([^"]+)">1</td>', html
+        )
+        assert found, html
+        assert found.group(1).endswith(": 1")
 
     async def test_servables_that_went_are_shown_expired_or_deleted(self, harness: Harness) -> None:
         await harness.client.post(f"/contract{C}", json=contract_settings(keep=1))

@@ -14,18 +14,16 @@ from tests.builders import make_fqrv, make_frame
 def event(
     fqrv: FQRV | None = None,
     *,
-    latency_ms: float = 1.0,
-    served: bool = True,
     request: Frame | None = None,
     at_ms: int = 0,
 ) -> PredictionEvent:
     return PredictionEvent(
         fqrv=fqrv or make_fqrv("v1"),
-        served_request=served,
+        served_request=True,
         timestamp_ms=at_ms,
         request=request or make_frame(a=[1.5, 2.5], name=["x", "y"]),
         prediction=make_frame(prediction=[0.25, 0.75]),
-        latency_ms=latency_ms,
+        latency_ms=1.0,
         key="k",
     )
 
@@ -86,35 +84,6 @@ class TestSummaries:
         stats = ring.stats()
         assert (stats.emitted, stats.written, stats.dropped) == (5, 2, 3)
 
-    def test_sizes_must_be_positive(self) -> None:
+    def test_the_capacity_must_be_positive(self) -> None:
         with pytest.raises(ValueError, match="positive"):
             RecentPredictions(capacity=0)
-
-
-class TestLatencies:
-    def test_percentiles_per_servable_and_kind(self) -> None:
-        ring = RecentPredictions()
-        v1, v2 = make_fqrv("v1"), make_fqrv("v2")
-        feed(ring, *(event(v1, latency_ms=float(ms)) for ms in range(1, 101)))
-        feed(ring, event(v1, latency_ms=500.0, served=False), event(v2, latency_ms=7.0))
-
-        served = ring.latency(v1)
-        assert served is not None
-        assert (served.count, served.p50, served.p95, served.p99) == (100, 50.0, 95.0, 99.0)
-        shadow = ring.latency(v1, served=False)
-        assert shadow is not None
-        assert shadow.p99 == 500.0
-        only = ring.latency(v2)
-        assert only is not None
-        assert (only.p50, only.p99) == (7.0, 7.0)
-        assert ring.latency(v2, served=False) is None
-
-    def test_only_the_last_latencies_count_and_a_gone_servable_is_forgotten(self) -> None:
-        ring = RecentPredictions(latencies=2)
-        feed(ring, *(event(latency_ms=ms) for ms in (100.0, 1.0, 2.0)))
-
-        summary = ring.latency(make_fqrv("v1"))
-        assert summary is not None
-        assert (summary.count, summary.p99) == (2, 2.0)
-        ring.forget([make_fqrv("v1")])
-        assert ring.latency(make_fqrv("v1")) is None

@@ -1,23 +1,25 @@
 """What the dashboard shows of a contract, gathered from the server's own state.
 
 A `ContractPanel` is assembled from the same queries the REST routes answer from (the
-control plane's metrics, settings and route plan), the `MetricsSampler`'s series and the
-`RecentPredictions` ring; `templates.py` renders it. Nothing here changes anything.
+control plane's metrics, settings and route plan), the request telemetry the serving path
+counts on each servable (what `/metrics` exports: outcomes and latency histograms) and the
+`MetricsSampler`'s series; `templates.py` renders it. Nothing here changes anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from forestflow.api.ui.sampler import Gone, MetricsSampler, Sample
+from forestflow.api.ui.sampler import Gone, MetricsSampler, Sample, request_telemetry
 from forestflow.control.plane import ControlPlane
+from forestflow.control.telemetry import LATENCY_BUCKETS_S, RequestTelemetry
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.metrics import ServableMetrics
 from forestflow.domain.roles import never_serves
 from forestflow.domain.settings import ContractSettings, ServableSettings
 from forestflow.errors import UnknownContract
-from forestflow.predictionlog.recent import LatencySummary, RecentPredictions
 
 LOADING = "loading"
 INVALID = "invalid"
@@ -55,6 +57,50 @@ def servable_state(
 
 
 @dataclass(frozen=True, slots=True)
+class Latency:
+    """Latency percentiles of a servable's requests, in milliseconds, estimated from the
+    histogram's buckets as Prometheus' `histogram_quantile` does."""
+
+    p50: float
+    p95: float
+    p99: float
+    count: int
+    """Requests they rest on."""
+    recent: bool
+    """Whether they are of the sampler's window (else of every request since start-up)."""
+
+
+def histogram_quantile(q: float, counts: Sequence[int]) -> float | None:
+    """The `q` quantile (0–1) in seconds of observations counted into `LATENCY_BUCKETS_S`
+    (plus +Inf); linear within its bucket; the highest finite bound for the +Inf bucket."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    below = 0
+    for index, count in enumerate(counts):
+        if count and below + count >= rank:
+            if index == len(LATENCY_BUCKETS_S):
+                return LATENCY_BUCKETS_S[-1]
+            lower = LATENCY_BUCKETS_S[index - 1] if index else 0.0
+            upper = LATENCY_BUCKETS_S[index]
+            return lower + (upper - lower) * (rank - below) / count
+        below += count
+    return LATENCY_BUCKETS_S[-1]  # pragma: no cover - rank <= total always lands above
+
+
+def latency(now: Sequence[int], then: Sequence[int] | None) -> Latency | None:
+    """Percentiles of the requests counted between `then` and `now` (bucket counts), or of
+    all of `now` when `then` is None or nothing was counted in between."""
+    recent = then is not None and len(then) == len(now) and sum(now) > sum(then)
+    counts = [a - b for a, b in zip(now, then, strict=True)] if recent and then else list(now)
+    p50, p95, p99 = (histogram_quantile(q, counts) for q in (0.50, 0.95, 0.99))
+    if p50 is None or p95 is None or p99 is None:
+        return None
+    return Latency(p50 * 1000, p95 * 1000, p99 * 1000, sum(counts), recent)
+
+
+@dataclass(frozen=True, slots=True)
 class ServablePanel:
     """One servable as the dashboard shows it."""
 
@@ -67,10 +113,14 @@ class ServablePanel:
     shadows: bool
     """Whether it scores the contract's requests in shadow mode (log level is not NONE)."""
     history: tuple[Sample, ...]
-    latency: LatencySummary | None
-    """Served requests, from the last logged events."""
-    shadow_latency: LatencySummary | None
-    """Shadow requests, from the last logged events."""
+    latency: Latency | None
+    """Of its served requests (None: none yet)."""
+    shadow_latency: Latency | None
+    """Of its shadow requests (None: none yet)."""
+    errors: Mapping[str, int]
+    """Served requests that failed since the server started, by error kind."""
+    recent_errors: int | None
+    """Served requests that failed over the window; None: not known yet."""
 
     @property
     def release(self) -> str:
@@ -94,7 +144,6 @@ class ContractPanel:
 def contract_panel(
     control: ControlPlane,
     sampler: MetricsSampler,
-    recent: RecentPredictions,
     contract: Contract,
     *,
     window_ms: int,
@@ -104,6 +153,7 @@ def contract_panel(
     metrics = control.metrics(contract)
     servable_settings = dict(control.servables_settings(contract))
     shares, shadowing = _route_view(control, contract)
+    telemetry = request_telemetry(control, contract)
     observed = sampler.observed_shares(contract, window_ms)
     observed_shares: Mapping[FQRV, float] = observed[0] if observed else {}
     panels = []
@@ -111,6 +161,8 @@ def contract_panel(
         fqrv = servable.fqrv
         share = shares.get(fqrv, 0.0)
         shadows = fqrv in shadowing
+        requests = telemetry.get(fqrv)
+        span = sampler.window(fqrv, window_ms)
         panels.append(
             ServablePanel(
                 metrics=servable,
@@ -121,8 +173,7 @@ def contract_panel(
                 observed_share=observed_shares.get(fqrv) if observed else None,
                 shadows=shadows,
                 history=tuple(sampler.history(fqrv)),
-                latency=recent.latency(fqrv, served=True),
-                shadow_latency=recent.latency(fqrv, served=False),
+                **_requests_view(requests, span),
             )
         )
     return ContractPanel(
@@ -133,6 +184,24 @@ def contract_panel(
         observed_requests=observed[1] if observed else 0,
         window_s=window_ms / 1000,
     )
+
+
+def _requests_view(
+    requests: RequestTelemetry | None, span: tuple[Sample, Sample] | None
+) -> dict[str, Any]:
+    """Latency and errors of a servable's requests, over the window where it has one."""
+    if requests is None:  # not loaded (failed) or not evaluated yet
+        return {"latency": None, "shadow_latency": None, "errors": {}, "recent_errors": None}
+    first = span[0] if span and span[0].served_seconds else None
+    errors = sum(requests.served.failures.values())
+    return {
+        "latency": latency(requests.served.seconds.counts, first.served_seconds if first else None),
+        "shadow_latency": latency(
+            requests.shadow.seconds.counts, first.shadow_seconds if first else None
+        ),
+        "errors": {kind: n for (_, kind), n in sorted(requests.served.failures.items())},
+        "recent_errors": errors - first.served_errors if first else None,
+    }
 
 
 def _route_view(control: ControlPlane, contract: Contract) -> tuple[dict[FQRV, float], set[FQRV]]:

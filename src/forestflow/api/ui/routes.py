@@ -193,9 +193,7 @@ class Dashboard:
 
         def render(_: Principal) -> str:
             contract = Contract(organization, project, contract_number)
-            panel = contract_panel(
-                self._control, self.sampler, self._recent, contract, window_ms=self._window_ms
-            )
+            panel = contract_panel(self._control, self.sampler, contract, window_ms=self._window_ms)
             header = request.headers.get("authorization")
             sections = [
                 self._restricted(

@@ -17,15 +17,17 @@ The observed traffic split is read from the series: each servable's share of the
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from forestflow.clock import Clock
 from forestflow.control.plane import ControlPlane
+from forestflow.control.telemetry import RequestTelemetry
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.metrics import ServableMetrics
-from forestflow.errors import ForestFlowError
+from forestflow.errors import ForestFlowError, UnknownContract
 
 DEFAULT_INTERVAL_MS = 1000
 DEFAULT_KEEP = 180
@@ -43,6 +45,12 @@ class Sample:
     phase_in_pct: int
     score_count: int
     shade_count: int
+    served_seconds: tuple[int, ...] = ()
+    """Served requests per latency bucket since the server started (`LATENCY_BUCKETS_S`)."""
+    shadow_seconds: tuple[int, ...] = ()
+    """Shadow requests per latency bucket since the server started."""
+    served_errors: int = 0
+    """Served requests that failed since the server started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,25 +103,34 @@ class MetricsSampler:
                 metrics = self._control.metrics(contract)
             except ForestFlowError:  # deleted since it was listed
                 continue
+            telemetry = request_telemetry(self._control, contract)
             for servable in metrics:
                 seen.add(servable.fqrv)
-                self._append(servable, now)
+                self._append(servable, telemetry.get(servable.fqrv), now)
         gone = [fqrv for fqrv in self._series if fqrv not in seen]
         if gone:
             self._went(gone, now)
         for contract in set(self._gone) - set(contracts):  # deleted contracts: nothing to show
             del self._gone[contract]
 
-    def _append(self, metrics: ServableMetrics, now: int) -> None:
+    def _append(
+        self, metrics: ServableMetrics, telemetry: RequestTelemetry | None, now: int
+    ) -> None:
         series = self._series.get(metrics.fqrv)
         # a servable deployed again under the same FQRV starts a series of its own
         if series is None or series.created_at_ms != metrics.created_at_ms:
             series = _Series(metrics.created_at_ms, collections.deque(maxlen=self._keep), metrics)
             self._series[metrics.fqrv] = series
         series.last = metrics
-        series.samples.append(
-            Sample(now, metrics.current_phase_in_pct, metrics.score_count, metrics.shade_count)
-        )
+        sample = Sample(now, metrics.current_phase_in_pct, metrics.score_count, metrics.shade_count)
+        if telemetry is not None:
+            sample = dataclasses.replace(
+                sample,
+                served_seconds=tuple(telemetry.served.seconds.counts),
+                shadow_seconds=tuple(telemetry.shadow.seconds.counts),
+                served_errors=sum(telemetry.served.failures.values()),
+            )
+        series.samples.append(sample)
 
     def _went(self, fqrvs: list[FQRV], now: int) -> None:
         reasons = self._reasons(set(fqrvs))
@@ -146,21 +163,40 @@ class MetricsSampler:
         """The contract's servables that went while sampled, most recent first."""
         return list(self._gone.get(contract, ()))
 
+    def window(
+        self, fqrv: FQRV, window_ms: int = DEFAULT_WINDOW_MS
+    ) -> tuple[Sample, Sample] | None:
+        """The servable's first and last samples of the last `window_ms`; None when there are
+        not two."""
+        series = self._series.get(fqrv)
+        if series is None:
+            return None
+        now = self._clock.now_ms()
+        recent = [s for s in series.samples if now - s.at_ms <= window_ms]
+        return (recent[0], recent[-1]) if len(recent) >= 2 else None
+
     def observed_shares(
         self, contract: Contract, window_ms: int = DEFAULT_WINDOW_MS
     ) -> tuple[Mapping[FQRV, float], int] | None:
         """Each servable's share (0–1) of the requests the contract served over the last
         `window_ms`, from `scoreCount` deltas, and that number of requests; None when there
         are not two samples in the window or nothing was served."""
-        now = self._clock.now_ms()
         deltas: dict[FQRV, int] = {}
-        for fqrv, series in self._series.items():
-            if fqrv.contract != contract or len(series.samples) < 2:
-                continue
-            recent = [s for s in series.samples if now - s.at_ms <= window_ms]
-            if len(recent) >= 2:
-                deltas[fqrv] = recent[-1].score_count - recent[0].score_count
+        for fqrv in self._series:
+            span = self.window(fqrv, window_ms) if fqrv.contract == contract else None
+            if span is not None:
+                deltas[fqrv] = span[1].score_count - span[0].score_count
         total = sum(deltas.values())
         if total <= 0:
             return None
         return {fqrv: delta / total for fqrv, delta in deltas.items()}, total
+
+
+def request_telemetry(control: ControlPlane, contract: Contract) -> dict[FQRV, RequestTelemetry]:
+    """Each loaded servable's request outcomes and latencies (the serving path counts them
+    on the servable's counters; `/metrics` exports the same), as of now."""
+    try:
+        route = control.route(contract)
+    except UnknownContract:  # not evaluated yet
+        return {}
+    return {fqrv: servable.counters.requests for fqrv, servable in route.servables.items()}

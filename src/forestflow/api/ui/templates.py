@@ -16,14 +16,14 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from forestflow.api.ui.panels import SHADOW_ONLY, ContractPanel, ServablePanel
+from forestflow.api.ui.panels import SHADOW_ONLY, ContractPanel, Latency, ServablePanel
 from forestflow.api.ui.sampler import Gone, Sample
 from forestflow.control.plane import HistoryEntry
 from forestflow.control.tokens import Principal
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import Contract
 from forestflow.errors import ForestFlowError
-from forestflow.predictionlog.recent import LatencySummary, RecentPrediction
+from forestflow.predictionlog.recent import RecentPrediction
 
 STATIC = "/ui/static"
 HTMX_CONFIG = {
@@ -145,8 +145,8 @@ def contracts_list(contracts: Sequence[Contract], who: str, selected: str | None
 def contract_view(panel: ContractPanel, sections: Iterable[str], now_ms: int) -> str:
     """The contract fragment: settings, servables, servables that went, then `sections`."""
     settings: Mapping[str, Any] = encode(panel.settings)
-    rows = "".join(_servable_row(s) for s in panel.servables) or (
-        '<tr><td colspan="11" class="hint">No servable.</td></tr>'
+    rows = "".join(_servable_row(s, panel.window_s) for s in panel.servables) or (
+        '<tr><td colspan="12" class="hint">No servable.</td></tr>'
     )
     observed = (
         f"{panel.observed_requests} requests served over the last {panel.window_s:g} s"
@@ -159,17 +159,18 @@ def contract_view(panel: ContractPanel, sections: Iterable[str], now_ms: int) ->
 <table class="servables">
 <thead><tr><th>release</th><th>state</th><th>phase-in</th><th>traffic: intended / observed</th>
 <th>scoreCount</th><th>shadeCount</th><th>shadow failed</th><th>shadow dropped</th>
-<th>latency (ms): p50 / p95 / p99</th><th>performance</th><th>since</th></tr></thead>
+<th>errors</th><th>latency (ms): p50 / p95 / p99</th><th>performance</th><th>since</th></tr>
+</thead>
 <tbody>{rows}{"".join(_gone_row(g, now_ms) for g in panel.gone)}</tbody>
 </table>
-<p class="footnote">Latency: over the last logged predictions of each servable (served; shadow
-below), not every request — a servable logging <code>NONE</code> shows none.
-<!-- TODO(#12): served errors and latency from the Prometheus histograms of /metrics -->
-Served-request errors are not counted per servable yet.</p>
+<p class="footnote">Errors: served requests that failed since start-up (red when some did
+over the last {panel.window_s:g} s; the kinds in the tooltip). Latency: served requests,
+shadow ones below, over the last {panel.window_s:g} s (since start-up when none came in it),
+from the histograms <code>/metrics</code> exports.</p>
 {"".join(sections)}"""
 
 
-def _servable_row(servable: ServablePanel) -> str:
+def _servable_row(servable: ServablePanel, window_s: float) -> str:
     m = servable.metrics
     failure = (
         f'<div class="failure">{esc(m.failure)}</div>' if m.failure else ""
@@ -191,8 +192,9 @@ def _servable_row(servable: ServablePanel) -> str:
 {m.shadow_failed_count}</td>
 <td class="shadow-dropped num{" alert" if m.shadow_dropped_count else ""}">\
 {m.shadow_dropped_count}</td>
-<td class="latency">{_latency(servable.latency)}\
-<div class="shadow-latency">shadow: {_latency(servable.shadow_latency)}</div></td>
+{_errors(servable)}
+<td class="latency">{_latency(servable.latency, window_s)}\
+<div class="shadow-latency">shadow: {_latency(servable.shadow_latency, window_s)}</div></td>
 <td class="performance">{_performance(m.performance_metrics)}</td>
 <td class="since">{_since(m.created_at_ms, m.became_valid_at_ms)}</td>
 </tr>"""
@@ -218,7 +220,7 @@ def _gone_row(gone: Gone, now_ms: int) -> str:
         f'</span></td><td colspan="2" class="hint">{ago} s ago</td>'
         f'<td class="score-count num">{m.score_count}</td>'
         f'<td class="shade-count num">{m.shade_count}</td>'
-        '<td colspan="5" class="hint">last values seen</td></tr>'
+        '<td colspan="6" class="hint">last values seen</td></tr>'
     )
 
 
@@ -255,13 +257,30 @@ def _split(intended: float, observed: float | None) -> str:
     )
 
 
-def _latency(summary: LatencySummary | None) -> str:
+def _latency(summary: Latency | None, window_s: float) -> str:
     if summary is None:
         return '<span class="hint">–</span>'
+    over = f"the last {window_s:g} s" if summary.recent else "every request since start-up"
     return (
-        f'<span title="over the last {summary.count} logged predictions">'
-        f"{summary.p50:.1f} / {summary.p95:.1f} / {summary.p99:.1f}</span>"
+        f'<span title="{summary.count} requests, {esc(over)}" data-recent='
+        f'"{str(summary.recent).lower()}">{_ms(summary.p50)} / {_ms(summary.p95)} / '
+        f"{_ms(summary.p99)}</span>"
     )
+
+
+def _ms(value: float) -> str:
+    """Milliseconds with two significant digits at least (0.12, 1.2, 12, 120)."""
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _errors(servable: ServablePanel) -> str:
+    total = sum(servable.errors.values())
+    kinds = ", ".join(f"{kind}: {n}" for kind, n in servable.errors.items())
+    recent = servable.recent_errors
+    alert = " alert" if recent else ""
+    title = f' title="{esc(kinds)}"' if kinds else ""
+    shown = "" if recent is None else str(recent)
+    return f'<td class="errors num{alert}" data-recent="{shown}"{title}>{total}</td>'
 
 
 def _performance(metrics: Mapping[str, float]) -> str:
