@@ -52,9 +52,11 @@ class ServerProcess:
         """Start the process and return once it logged that it is ready."""
         return self.start_with()
 
-    def start_with(self, *options: str) -> ServerProcess:
-        """Start the process with more `serve` options; return once it is ready."""
-        return self._start("--port", str(self.port), "--data-dir", str(self.data_dir), *options)
+    def start_with(self, *options: str, until: str = READY_LINE) -> ServerProcess:
+        """Start the process with more `serve` options; return once it printed `until`
+        (by default: once it is ready)."""
+        data = ("--port", str(self.port), "--data-dir", str(self.data_dir))
+        return self._start(*data, *options, until=until)
 
     def start_from_environment(self, port_variable: str, data_dir_variable: str) -> ServerProcess:
         """Start the process without options: the environment variables named (the original
@@ -63,7 +65,7 @@ class ServerProcess:
         self._env = {**self._env, **given}
         return self._start()
 
-    def _start(self, *options: str) -> ServerProcess:
+    def _start(self, *options: str, until: str = READY_LINE) -> ServerProcess:
         command = [sys.executable, "-m", "forestflow.cli", "serve", *options]
         self._reaped = False
         self.proc = subprocess.Popen(
@@ -71,7 +73,7 @@ class ServerProcess:
         )
         self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         self._pump_thread.start()
-        self.wait_for_line(READY_LINE)
+        self.wait_for_line(until)
         return self
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
