@@ -45,7 +45,6 @@ from forestflow.errors import ServiceUnavailableError
 from forestflow.feedback.joiner import FeedbackJoiner
 from forestflow.flavors.base import LoadPolicy
 from forestflow.predictionlog.emitter import PredictionEmitter
-from forestflow.predictionlog.recent import RecentPredictions
 from forestflow.predictionlog.ring import RingSink
 from forestflow.predictionlog.sinks import PredictionSink
 from forestflow.serving.inference import InferenceService
@@ -121,11 +120,9 @@ class App:
         # one emitter encodes each event once, off the event loop, for every sink; the
         # joiner sees every event too and takes its part at once, so feedback sent right
         # after a response finds its prediction
-        self.recent = RecentPredictions()  # the dashboard's recent predictions
-        self.events = RingSink()  # the latest events, for GET /prediction-log/events
-        self.sink = PredictionEmitter(
-            [*self.sinks.values(), self.feedback, self.recent, self.events]
-        )
+        # the latest events, for GET /prediction-log/events and the dashboard
+        self.events = RingSink()
+        self.sink = PredictionEmitter([*self.sinks.values(), self.feedback, self.events])
         self.control = ControlPlane(
             store=self.store,
             runner=self.runner,
@@ -180,7 +177,7 @@ class App:
         # /ui: HTML over the same permission checks as the JSON routes (docs/dashboard.md)
         self.dashboard = Dashboard(
             self.control,
-            self.recent,
+            self.events,
             guard,
             self.clock,
             require_ready=self._require_ready,

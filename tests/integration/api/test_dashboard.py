@@ -198,6 +198,25 @@ class TestContractFragment:
         assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
         assert "<script" not in html
 
+    async def test_recent_predictions_are_the_contracts_own_newest_first(
+        self, harness: Harness
+    ) -> None:
+        await harness.client.post("/servable", json=serve_body("v1"))
+        other = serve_body("v1", project="other")
+        await harness.client.post("/servable", json=other)
+        for n in range(3):
+            body = score_body(configs={"n": str(n)})
+            await harness.client.post(f"{C}/score", json=body)
+            await harness.client.post("/samples/other/0/score", json=body)
+        await harness.app.sink.flush()
+        html = await fragment(harness)
+        table = html.split('<table class="predictions">', 1)[1].split("</table>", 1)[0]
+        rows = re.findall(r'<tr data-release="v1" data-kind="served" data-seq="(\d+)">', table)
+        assert len(rows) == 3
+        assert [int(seq) for seq in rows] == sorted((int(seq) for seq in rows), reverse=True)
+        assert "TemperatureCelcius=14.96" in table
+        assert table.count('<td class="num">2</td>') == 3  # two rows per request
+
     async def test_an_unknown_contract_is_a_404_notice(self, harness: Harness) -> None:
         response = await harness.client.get("/ui/fragments/contracts/samples/none/0")
         assert response.status_code == 404

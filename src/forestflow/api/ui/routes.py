@@ -31,6 +31,7 @@ from starlette.responses import Response
 from forestflow.api.rest.auth import Guard
 from forestflow.api.ui import templates
 from forestflow.api.ui.panels import contract_panel
+from forestflow.api.ui.predictions import recent_predictions
 from forestflow.api.ui.sampler import DEFAULT_WINDOW_MS, MetricsSampler
 from forestflow.clock import Clock
 from forestflow.control.plane import ControlPlane, HistoryEntry
@@ -39,7 +40,7 @@ from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import Contract
 from forestflow.domain.roles import Permission
 from forestflow.errors import ForestFlowError, PermissionDenied, RouteNotFound
-from forestflow.predictionlog.recent import RecentPredictions
+from forestflow.predictionlog.ring import RingSink
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -91,12 +92,12 @@ def _load_static() -> dict[str, _Static]:
 
 
 class Dashboard:
-    """The `/ui` routes over the server's control plane and recent predictions."""
+    """The `/ui` routes over the server's control plane and its ring of recent events."""
 
     def __init__(
         self,
         control: ControlPlane,
-        recent: RecentPredictions,
+        events: RingSink,
         guard: Guard,
         clock: Clock,
         *,
@@ -105,7 +106,7 @@ class Dashboard:
         window_ms: int = DEFAULT_WINDOW_MS,
     ) -> None:
         self._control = control
-        self._recent = recent
+        self._events = events
         self._guard = guard
         self._clock = clock
         self._require_ready = require_ready
@@ -200,7 +201,9 @@ class Dashboard:
                     header,
                     "recent predictions",
                     "predictions",
-                    lambda: templates.predictions_table(self._recent.recent(contract, SHOWN)),
+                    lambda: templates.predictions_table(
+                        recent_predictions(self._events, contract, SHOWN)
+                    ),
                 ),
                 self._restricted(
                     header,

@@ -17,13 +17,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from forestflow.api.ui.panels import SHADOW_ONLY, ContractPanel, Latency, ServablePanel
+from forestflow.api.ui.predictions import RecentPrediction
 from forestflow.api.ui.sampler import Gone, Sample
 from forestflow.control.plane import HistoryEntry
 from forestflow.control.tokens import Principal
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import Contract
 from forestflow.errors import ForestFlowError
-from forestflow.predictionlog.recent import RecentPrediction
 
 STATIC = "/ui/static"
 HTMX_CONFIG = {
@@ -353,8 +353,8 @@ def predictions_table(predictions: Sequence[RecentPrediction]) -> str:
 def _prediction_row(p: RecentPrediction) -> str:
     kind = "served" if p.served_request else "shadow"
     return (
-        f'<tr data-release="{esc(p.fqrv.release_version)}" data-kind="{kind}">'
-        f"<td>{_time_cell(p.timestamp_ms)}</td><td>{esc(p.fqrv.release_version)}</td>"
+        f'<tr data-release="{esc(p.release)}" data-kind="{kind}" data-seq="{p.seq}">'
+        f"<td>{_time_cell(p.timestamp_ms)}</td><td>{esc(p.release)}</td>"
         f'<td><span class="badge kind-{kind}">{kind}</span></td>'
         f'<td class="num">{p.latency_ms:.2f}</td><td class="num">{p.rows}</td>'
         f"<td>{esc(p.key) if p.key is not None else '–'}</td>"
