@@ -75,7 +75,7 @@ class TestQuickstart:
         response = await harness.client.post("/servable", json=serve_body("v1"))
         assert response.status_code == 201
         settings = (await harness.client.get(f"{BASE}/contract-settings")).json()
-        assert settings == {"ContractSettings": contract_settings()}
+        assert settings == {"ContractSettings": {**contract_settings(), "missingValues": "accept"}}
 
     @pytest.mark.parametrize("alias", ["contract-settings", "c-settings"])
     async def test_contract_settings_aliases(self, harness: Harness, alias: str) -> None:
