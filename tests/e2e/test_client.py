@@ -5,6 +5,7 @@ work end to end, sync and async."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 import skops.io
 from sklearn.neighbors import KNeighborsRegressor
 
-from forestflow.client import AsyncClient, BasicServeRequest, Client, EventsMissed
+from forestflow.client import AsyncClient, BasicServeRequest, Client
 from forestflow.clock import SystemClock
 from forestflow.control.tokens import TokenRegistry
 from forestflow.domain.roles import Role
@@ -362,22 +363,26 @@ class TestCalls:
             deployed = client.deploy(deploy("v1", "calls"))
             key = {"reqid": "r-1"}
             client.update_logging(deployed.fqrv, {"keyFeatures": ["reqid"]})
-            start = client.events("samples/calls/0", follow=False, last=0)
-            assert list(start) == []
+            start = client.events_page("samples/calls/0")
 
             prediction = client.score("samples/calls/0", POWERPLANT_ROWS,
                                       features=POWERPLANT_FEATURES, configs=key)  # fmt: skip
-            events = list(client.events("samples/calls/0", follow=False, last=5))
+            page = client.events_page("samples/calls/0", after=start.resume_after)
+            (followed,) = itertools.islice(
+                client.follow_events("samples/calls/0", after=start.resume_after), 1
+            )
             (metrics,) = client.stats("samples/calls/0")
             deleted = client.delete_servable(deployed.fqrv)
 
         assert str(deployed.fqrv) == "samples.calls.0.v1"
         assert prediction.servable_fqrv == "samples.calls.0.v1"
         assert [list(row) for row in prediction.rows()] == [["prediction"], ["prediction"]]
-        assert [(e.fqrv, e.served_request, e.key, e.rows) for e in events] == [
+        assert start.events == []
+        assert [(e.fqrv, e.served_request, e.key, e.rows) for e in page.events] == [
             (deployed.fqrv, True, "r-1", 2)
         ]
-        assert not [e for e in events if isinstance(e, EventsMissed)]
+        assert (page.missed, page.resume_after) == (0, start.resume_after + 1)
+        assert followed == page.events[0]
         assert metrics.score_count == 1
         assert deleted == [deployed.fqrv]
 
@@ -385,10 +390,14 @@ class TestCalls:
         async with AsyncClient(servers.server("plain").base_url, token="") as client:
             await client.deploy(deploy("v1", "async_calls"))
             prediction = await client.score("samples/async_calls/0", [ROW])
-            held = [e async for e in client.events("samples/async_calls/0", last=1, follow=False)]
+            page = await client.events_page("samples/async_calls/0", last=1)
+            followed = client.follow_events("samples/async_calls/0", last=1)
+            first = await anext(followed)
+            await followed.aclose()
             with pytest.raises(ForestFlowError) as raised:
                 await client.stats("samples/async_nothing/0")
 
         assert prediction.servable_fqrv == "samples.async_calls.0.v1"
-        assert [e.served_request for e in held] == [True]
+        assert [e.served_request for e in page.events] == [True]
+        assert first == page.events[0]
         assert type(raised.value) is error_kinds()["UnknownContract"]

@@ -8,7 +8,6 @@ break nothing. Policies, routers and settings stay in their wire form (`{"KeepLa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -381,10 +380,10 @@ class EventsMissed:
     count: int
 
 
-def parse_event_line(line: str | bytes) -> PredictionEvent | EventsMissed | int:
+def event_item(line: Mapping[str, Any]) -> PredictionEvent | EventsMissed | int:
     """One line of `GET /prediction-log/events`: an event, a gap, or (the last line) the
     sequence number to resume after."""
-    ((name, body),) = json.loads(line).items()
+    ((name, body),) = line.items()
     if name == "PredictionEvent":
         return PredictionEvent.from_json(body)
     if name == "PredictionEventsMissed":
@@ -392,3 +391,28 @@ def parse_event_line(line: str | bytes) -> PredictionEvent | EventsMissed | int:
     if name == "PredictionEventsEnd":
         return int(body["resumeAfter"])
     raise ValueError(f"unexpected line in the prediction events: {name}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsPage:
+    """The prediction events the server holds after a cursor, at one moment."""
+
+    events: list[PredictionEvent]
+    missed: int
+    """Events after the cursor the server no longer held."""
+    resume_after: int
+    """The sequence number to read after next."""
+
+    @classmethod
+    def from_json(cls, lines: list[Mapping[str, Any]]) -> EventsPage:
+        """From the lines of a `GET /prediction-log/events` answer."""
+        events, missed, resume = [], 0, 0
+        for line in lines:
+            item = event_item(line)
+            if isinstance(item, PredictionEvent):
+                events.append(item)
+            elif isinstance(item, EventsMissed):
+                missed += item.count
+            else:
+                resume = item
+        return cls(events, missed, resume)

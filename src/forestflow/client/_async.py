@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from forestflow.client._answers import (
     CreatedToken,
     Deployed,
     EventsMissed,
+    EventsPage,
     FeedbackAccepted,
     HistoryEntry,
     Metadata,
@@ -24,7 +26,7 @@ from forestflow.client._answers import (
     ServableMetrics,
     ServableSettings,
     Token,
-    parse_event_line,
+    event_item,
 )
 from forestflow.client._calls import Call, ContractLike, FQRVLike
 from forestflow.client._names import FQRV, Contract
@@ -38,7 +40,6 @@ from forestflow.client._transport import (
 )
 
 T = TypeVar("T")
-_EVENTS = "/prediction-log/events"
 
 
 class AsyncClient:
@@ -228,28 +229,35 @@ class AsyncClient:
         """The prediction sinks' counters and the feedback join's."""
         return await self._run(calls.prediction_log_stats())
 
-    async def events(
+    async def events_page(
         self,
         contract: ContractLike | None = None,
         servable: FQRVLike | None = None,
         *,
         after: int | None = None,
         last: int = 0,
-        follow: bool = True,
+    ) -> EventsPage:
+        """The prediction events held now: see `Client.events_page`."""
+        return await self._run(calls.events_page(contract, servable, after, last))
+
+    async def follow_events(
+        self,
+        contract: ContractLike | None = None,
+        servable: FQRVLike | None = None,
+        *,
+        after: int | None = None,
+        last: int = 0,
         wait: float = 60.0,
     ) -> AsyncIterator[PredictionEvent | EventsMissed]:
-        """Prediction events as they happen: see `Client.events`."""
+        """Prediction events as they happen: see `Client.follow_events`."""
         cursor = after
         while True:
-            params = calls.event_params(contract, servable, cursor, last, wait if follow else None)
-            stream = self._event_stream(params, wait if follow else 0.0)
-            async for item in stream:
+            params = calls.event_params(contract, servable, cursor, last, wait)
+            async for item in self._event_stream(params, wait):
                 if isinstance(item, int):
                     cursor = item
                 else:
                     yield item
-            if not follow:
-                return
 
     async def _event_stream(
         self, params: dict[str, Any], wait: float
@@ -259,14 +267,14 @@ class AsyncClient:
         timeout = httpx.Timeout(self.timeout, read=read)
         try:
             async with self._http.stream(
-                "GET", _EVENTS, params=params, timeout=timeout
+                "GET", calls.EVENTS, params=params, timeout=timeout
             ) as response:
                 if not response.is_success:
                     await response.aread()
                     read_answer(response)
                 async for line in response.aiter_lines():
                     if line.strip():
-                        item = parse_event_line(line)
+                        item = event_item(json.loads(line))
                         yield item
                         if isinstance(item, int):
                             return

@@ -16,6 +16,7 @@ from forestflow.client._answers import (
     ContractSettings,
     CreatedToken,
     Deployed,
+    EventsPage,
     FeedbackAccepted,
     HistoryEntry,
     Metadata,
@@ -31,6 +32,7 @@ from forestflow.client._names import FQRV, Contract
 from forestflow.client._requests import BasicServeRequest, MLFlowServeRequest, ServeRequest
 
 T = TypeVar("T")
+EVENTS = "/prediction-log/events"
 ContractLike = Contract | str
 FQRVLike = FQRV | str
 
@@ -226,6 +228,14 @@ def revoke_token(name: str) -> Call[str]:
         return str(unwrap(answer, "TokenRevoked")["name"])
 
     return Call("DELETE", f"/admin/tokens/{quote(name, safe='')}", parse)
+
+
+def events_page(
+    contract: ContractLike | None, servable: FQRVLike | None, after: int | None, last: int
+) -> Call[EventsPage]:
+    """`GET /prediction-log/events` without following: what the server holds now."""
+    params = event_params(contract, servable, after, last, None)
+    return Call("GET", EVENTS, EventsPage.from_json, params=params)
 
 
 def event_params(

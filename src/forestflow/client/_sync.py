@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from forestflow.client._answers import (
     CreatedToken,
     Deployed,
     EventsMissed,
+    EventsPage,
     FeedbackAccepted,
     HistoryEntry,
     Metadata,
@@ -24,7 +26,7 @@ from forestflow.client._answers import (
     ServableMetrics,
     ServableSettings,
     Token,
-    parse_event_line,
+    event_item,
 )
 from forestflow.client._calls import Call, ContractLike, FQRVLike
 from forestflow.client._names import FQRV, Contract
@@ -38,7 +40,6 @@ from forestflow.client._transport import (
 )
 
 T = TypeVar("T")
-_EVENTS = "/prediction-log/events"
 
 
 class Client:
@@ -226,29 +227,35 @@ class Client:
         """The prediction sinks' counters and the feedback join's."""
         return self._run(calls.prediction_log_stats())
 
-    def events(
+    def events_page(
         self,
         contract: ContractLike | None = None,
         servable: FQRVLike | None = None,
         *,
         after: int | None = None,
         last: int = 0,
-        follow: bool = True,
+    ) -> EventsPage:
+        """The prediction events held now (of one contract, of one servable): those after
+        sequence number `after`, or the `last` ones; `resume_after` is where to go on."""
+        return self._run(calls.events_page(contract, servable, after, last))
+
+    def follow_events(
+        self,
+        contract: ContractLike | None = None,
+        servable: FQRVLike | None = None,
+        *,
+        after: int | None = None,
+        last: int = 0,
         wait: float = 60.0,
     ) -> Iterator[PredictionEvent | EventsMissed]:
         """Prediction events as they happen (of one contract, of one servable), starting
-        now, after sequence number `after`, or with the `last` ones held.
-
-        With `follow` it never ends by itself: each stream the server holds open for
-        `wait` seconds is followed by the next, from where it ended. `EventsMissed` says
-        the reader fell behind by that many events. Without `follow`, what is held now.
-        """
+        now, after sequence number `after`, or with the `last` ones held. It never ends by
+        itself: each stream the server holds open for `wait` seconds is followed by the
+        next, from where it ended. `EventsMissed` says the reader fell behind that much."""
         cursor = after
         while True:
-            params = calls.event_params(contract, servable, cursor, last, wait if follow else None)
-            cursor = yield from self._event_stream(params, wait if follow else 0.0)
-            if not follow:
-                return
+            params = calls.event_params(contract, servable, cursor, last, wait)
+            cursor = yield from self._event_stream(params, wait)
 
     def _event_stream(
         self, params: dict[str, Any], wait: float
@@ -257,13 +264,13 @@ class Client:
         read = None if self.timeout is None else self.timeout + wait
         timeout = httpx.Timeout(self.timeout, read=read)
         try:
-            with self._http.stream("GET", _EVENTS, params=params, timeout=timeout) as response:
+            with self._http.stream("GET", calls.EVENTS, params=params, timeout=timeout) as response:
                 if not response.is_success:
                     response.read()
                     read_answer(response)
                 for line in response.iter_lines():
                     if line.strip():
-                        item = parse_event_line(line)
+                        item = event_item(json.loads(line))
                         if isinstance(item, int):
                             return item
                         yield item

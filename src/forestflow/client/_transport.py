@@ -7,6 +7,7 @@ the error tree itself. What is not a ForestFlow answer at all raises a `ClientEr
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import cache
@@ -19,6 +20,7 @@ from forestflow.errors import ForestFlowError, error_kinds
 DEFAULT_URL = "http://127.0.0.1:8090"
 URL_VARIABLE = "FORESTFLOW_URL"
 TOKEN_VARIABLE = "FORESTFLOW_TOKEN"  # noqa: S105 - a variable's name, not a secret
+NDJSON = "application/x-ndjson"
 DEFAULT_TIMEOUT_S = 30.0
 """How long one call may wait for its answer."""
 DEFAULT_DEPLOY_TIMEOUT_S = 900.0
@@ -93,7 +95,10 @@ def error_from_answer(body: Any) -> ForestFlowError | None:
 
 
 def read_answer(response: httpx.Response) -> Any:
-    """The JSON of a success; a failure raised as its `ForestFlowError` (or a `ClientError`)."""
+    """The JSON of a success (a list of the lines of a JSON Lines answer); a failure raised
+    as its `ForestFlowError` (or a `ClientError`)."""
+    if response.is_success and response.headers.get("content-type", "").startswith(NDJSON):
+        return [json.loads(line) for line in response.text.splitlines() if line.strip()]
     try:
         body = response.json() if response.content else None
     except ValueError:
