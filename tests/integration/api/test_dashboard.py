@@ -173,14 +173,13 @@ class TestContractFragment:
     async def test_servables_that_went_are_shown_expired_or_deleted(self, harness: Harness) -> None:
         await harness.client.post(f"/contract{C}", json=contract_settings(keep=1))
         await harness.client.post("/servable", json=serve_body("v1"))
-        await fragment(harness)
         harness.clock.advance(seconds=1)
         await harness.client.post("/servable", json=serve_body("v2"))
-        await harness.tick(seconds=1)
+        await harness.tick(seconds=3)
         html = await fragment(harness)
         assert 'class="gone" data-release="v1" data-state="expired"' in html
+        assert "3 s ago, KeepLatest(servablesToKeep=1)" in html
         await harness.client.delete(f"{C}/v2")
-        await harness.tick(seconds=1)
         html = await fragment(harness)
         assert 'class="gone" data-release="v2" data-state="deleted"' in html
         assert rows(html) == {}
@@ -242,6 +241,9 @@ class TestWithTokens:
         tokens = make_tokens(data_dir)
         harness = await harness_factory(data_dir=data_dir, security={"auth": "required"})
         admin = {"Authorization": f"Bearer {tokens['admin']}"}
+        # a servable that went: why it went is told by the history
+        await harness.client.post("/servable", json=serve_body("v0"), headers=admin)
+        await harness.client.delete(f"{C}/v0", headers=admin)
         deployed = await harness.client.post("/servable", json=serve_body("v1"), headers=admin)
         assert deployed.status_code == 201
         await harness.client.post(f"{C}/score", json=score_body(), headers=admin)
@@ -276,4 +278,5 @@ class TestWithTokens:
         reads_history = role in ("admin", "deployer")
         assert ('<table class="history">' in html) is reads_history
         assert ('<table class="predictions">' in html) is reads_history
+        assert ('data-release="v0" data-state="deleted"' in html) is reads_history
         assert (html.count('data-error="PermissionDenied"') == 2) is not reads_history

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from forestflow.api.ui.sampler import Gone, MetricsSampler, Sample, request_telemetry
+from forestflow.api.ui.sampler import MetricsSampler, Sample, request_telemetry
+from forestflow.control.lineage import ServableHistory
 from forestflow.control.plane import ControlPlane
 from forestflow.control.telemetry import LATENCY_BUCKETS_S, RequestTelemetry
 from forestflow.domain.fqrv import FQRV, Contract
@@ -27,7 +28,7 @@ VALID = "valid"
 SHADOW_ONLY = "shadow-only"
 FAILED = "failed"
 STATES = (LOADING, INVALID, VALID, SHADOW_ONLY, "expired", "deleted", FAILED)
-"""Every state a servable is shown in (`Gone` ones are `expired` or `deleted`)."""
+"""Every state a servable is shown in (those that went are `expired` or `deleted`)."""
 
 
 def servable_state(
@@ -135,7 +136,9 @@ class ContractPanel:
     contract: Contract
     settings: ContractSettings
     servables: tuple[ServablePanel, ...]
-    gone: tuple[Gone, ...]
+    gone: tuple[ServableHistory, ...]
+    """Its last servables that expired or were deleted (empty for a caller who may not
+    read the history, which is where that is told)."""
     observed_requests: int
     """Requests served over the window the observed shares are taken from."""
     window_s: float
@@ -147,6 +150,7 @@ def contract_panel(
     contract: Contract,
     *,
     window_ms: int,
+    gone: tuple[ServableHistory, ...] = (),
 ) -> ContractPanel:
     """The panel of `contract` as of now; 404 (`UnknownContract`) when there is none."""
     settings = control.contract_settings(contract)
@@ -180,7 +184,7 @@ def contract_panel(
         contract=contract,
         settings=settings,
         servables=tuple(panels),
-        gone=tuple(sampler.gone(contract)),
+        gone=gone,
         observed_requests=observed[1] if observed else 0,
         window_s=window_ms / 1000,
     )

@@ -8,10 +8,10 @@
 - `GET /ui/fragments/...`: the HTML fragments the page polls. Each is checked by the same
   `Guard` as the JSON routes, with the permission of the JSON route that shows the same
   facts: the contracts and their servables need `read` (as `/contracts/list` and
-  `…/stats`), the history and the recent predictions `read-history` (as `/history`; the
-  predictions carry the requests' features). A part the token's role may not read is
-  replaced by a sentence saying so; a missing or refused token is a 401 the page answers
-  by asking for one.
+  `…/stats`); the history, the servables that went (as `…/{n}/history`) and the recent
+  predictions (as `/prediction-log/events`: they carry the requests' features) need
+  `read-history`. A part the token's role may not read is replaced by a sentence saying
+  so, or left out; a missing or refused token is a 401 the page answers by asking for one.
 
 Every answer carries a Content-Security-Policy that allows the page's own scripts, styles
 and requests only (`CSP`), and fragments are never cached.
@@ -20,7 +20,7 @@ and requests only (`CSP`), and fragments are never cached.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -34,6 +34,7 @@ from forestflow.api.ui.panels import contract_panel
 from forestflow.api.ui.predictions import recent_predictions
 from forestflow.api.ui.sampler import DEFAULT_WINDOW_MS, MetricsSampler
 from forestflow.clock import Clock
+from forestflow.control.lineage import ServableHistory, ServableState
 from forestflow.control.plane import ControlPlane, HistoryEntry
 from forestflow.control.tokens import Principal
 from forestflow.domain.codec import encode
@@ -66,6 +67,8 @@ HISTORY_SCAN = 500
 """Most recent history entries searched for a contract's own."""
 SHOWN = 12
 """History entries and predictions shown per contract."""
+GONE_SHOWN = 5
+"""Servables that went shown per contract (among its last `SHOWN` deploys)."""
 
 
 def html_response(body: str, status: int = 200, *, cache: bool = False) -> Response:
@@ -178,13 +181,13 @@ class Dashboard:
     async def contracts(self, request: Request) -> Response:
         """Who is looking, and the list of contracts (`read`)."""
 
-        def render(principal: Principal) -> str:
+        async def render(principal: Principal) -> str:
             who = templates.principal_line(principal, self._guard.enabled)
             selected = request.headers.get("hx-current-url", "")
             path = selected.split("/ui/contracts/", 1)[1].split("?", 1)[0] if selected else ""
             return templates.contracts_list(self._control.contracts(), who, path or None)
 
-        return self._fragment(request, Permission.READ, render)
+        return await self._fragment(request, Permission.READ, render)
 
     async def contract(
         self, request: Request, organization: str, project: str, contract_number: int
@@ -192,10 +195,16 @@ class Dashboard:
         """One contract: its servables (`read`), its recent predictions and its history
         (`read-history`)."""
 
-        def render(_: Principal) -> str:
+        async def render(_: Principal) -> str:
             contract = Contract(organization, project, contract_number)
-            panel = contract_panel(self._control, self.sampler, contract, window_ms=self._window_ms)
             header = request.headers.get("authorization")
+            panel = contract_panel(
+                self._control,
+                self.sampler,
+                contract,
+                window_ms=self._window_ms,
+                gone=await self._gone(header, contract),
+            )
             sections = [
                 self._restricted(
                     header,
@@ -214,10 +223,13 @@ class Dashboard:
             ]
             return templates.contract_view(panel, sections, self._clock.now_ms())
 
-        return self._fragment(request, Permission.READ, render)
+        return await self._fragment(request, Permission.READ, render)
 
-    def _fragment(
-        self, request: Request, permission: Permission, render: Callable[[Principal], str]
+    async def _fragment(
+        self,
+        request: Request,
+        permission: Permission,
+        render: Callable[[Principal], Awaitable[str]],
     ) -> Response:
         """`render` for the caller if the server is ready and the caller may `permission`;
         else the refusal as a notice with its status (401 makes the page ask for a token)."""
@@ -225,7 +237,7 @@ class Dashboard:
             self._require_ready()
             principal = self._guard.authorize(request.headers.get("authorization"), permission)
             self.sampler.sample()
-            return html_response(render(principal))
+            return html_response(await render(principal))
         except ForestFlowError as error:
             response = html_response(templates.notice(error), int(error.status))
             if error.status == 401:
@@ -242,6 +254,17 @@ class Dashboard:
         except PermissionDenied as error:
             return templates.section(title, section_id, templates.refused(error, what))
         return templates.section(title, section_id, render())
+
+    async def _gone(self, header: str | None, contract: Contract) -> tuple[ServableHistory, ...]:
+        """The contract's last servables that expired or were deleted, for a caller who may
+        read the history (which is what tells why a servable went); none for another."""
+        try:
+            self._guard.authorize(header, Permission.READ_HISTORY)
+        except PermissionDenied:
+            return ()
+        went = (ServableState.EXPIRED, ServableState.DELETED)
+        lives = await self._control.contract_history(contract, limit=SHOWN)
+        return tuple(life for life in lives if life.state in went)[:GONE_SHOWN]
 
     def _history(self, contract: Contract) -> list[HistoryEntry]:
         """The contract's most recent history entries (among the last `HISTORY_SCAN`)."""

@@ -1,17 +1,16 @@
-"""What the dashboard remembers between two looks: each servable's phase-in and counters
-over time, and the servables that went away.
+"""What the dashboard remembers between two looks: each servable's phase-in, counters,
+errors and latency histogram over time.
 
 The server keeps no history of metrics (the store holds the current values only), so the
-dashboard samples them itself: `sample()` reads every contract's metrics and appends one
-`Sample` per servable to a bounded series, at most once per `interval_ms` however many
-pages poll. The page polls every few seconds, and each poll samples first; with no page
-open nothing is sampled and nothing grows. A series holds `keep` samples (3 minutes at
-one a second), and ends when its servable goes; the last `gone_keep` servables of each
-contract that went are remembered with why (expired by the contract's policy, or deleted)
-and their last metrics.
+dashboard samples them itself: `sample()` reads every contract's metrics and request
+telemetry and appends one `Sample` per servable to a bounded series, at most once per
+`interval_ms` however many pages poll. The page polls every few seconds, and each poll
+samples first; with no page open nothing is sampled and nothing grows. A series holds
+`keep` samples (3 minutes at one a second), and ends when its servable goes.
 
-The observed traffic split is read from the series: each servable's share of the
-`scoreCount` added over the last `window_ms`, the intended one being the router plan's.
+What happened over the last `window_ms` is the difference between the first and last
+samples in it (`window`): the observed traffic split (each servable's share of the
+`scoreCount` added), the errors and the latency of the requests in it.
 """
 
 from __future__ import annotations
@@ -24,17 +23,13 @@ from dataclasses import dataclass
 from forestflow.clock import Clock
 from forestflow.control.plane import ControlPlane
 from forestflow.control.telemetry import RequestTelemetry
-from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.metrics import ServableMetrics
 from forestflow.errors import ForestFlowError, UnknownContract
 
 DEFAULT_INTERVAL_MS = 1000
 DEFAULT_KEEP = 180
-DEFAULT_GONE_KEEP = 5
 DEFAULT_WINDOW_MS = 10_000
-HISTORY_SCAN = 200
-"""Recent history entries searched for why a servable went."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +48,10 @@ class Sample:
     """Served requests that failed since the server started."""
 
 
-@dataclass(frozen=True, slots=True)
-class Gone:
-    """A servable that is no longer there: `expired` or `deleted`, when, and its last metrics."""
-
-    metrics: ServableMetrics
-    state: str
-    at_ms: int
-
-
 @dataclass(slots=True)
 class _Series:
     created_at_ms: int
     samples: collections.deque[Sample]
-    last: ServableMetrics
 
 
 class MetricsSampler:
@@ -79,15 +64,12 @@ class MetricsSampler:
         *,
         interval_ms: int = DEFAULT_INTERVAL_MS,
         keep: int = DEFAULT_KEEP,
-        gone_keep: int = DEFAULT_GONE_KEEP,
     ) -> None:
         self._control = control
         self._clock = clock
         self.interval_ms = interval_ms
         self._keep = keep
-        self._gone_keep = gone_keep
         self._series: dict[FQRV, _Series] = {}
-        self._gone: dict[Contract, collections.deque[Gone]] = {}
         self._sampled_at_ms: int | None = None
 
     def sample(self) -> None:
@@ -97,8 +79,7 @@ class MetricsSampler:
             return
         self._sampled_at_ms = now
         seen: set[FQRV] = set()
-        contracts = self._control.contracts()
-        for contract in contracts:
+        for contract in self._control.contracts():
             try:
                 metrics = self._control.metrics(contract)
             except ForestFlowError:  # deleted since it was listed
@@ -107,11 +88,8 @@ class MetricsSampler:
             for servable in metrics:
                 seen.add(servable.fqrv)
                 self._append(servable, telemetry.get(servable.fqrv), now)
-        gone = [fqrv for fqrv in self._series if fqrv not in seen]
-        if gone:
-            self._went(gone, now)
-        for contract in set(self._gone) - set(contracts):  # deleted contracts: nothing to show
-            del self._gone[contract]
+        for fqrv in [fqrv for fqrv in self._series if fqrv not in seen]:  # gone
+            del self._series[fqrv]
 
     def _append(
         self, metrics: ServableMetrics, telemetry: RequestTelemetry | None, now: int
@@ -119,9 +97,8 @@ class MetricsSampler:
         series = self._series.get(metrics.fqrv)
         # a servable deployed again under the same FQRV starts a series of its own
         if series is None or series.created_at_ms != metrics.created_at_ms:
-            series = _Series(metrics.created_at_ms, collections.deque(maxlen=self._keep), metrics)
+            series = _Series(metrics.created_at_ms, collections.deque(maxlen=self._keep))
             self._series[metrics.fqrv] = series
-        series.last = metrics
         sample = Sample(now, metrics.current_phase_in_pct, metrics.score_count, metrics.shade_count)
         if telemetry is not None:
             sample = dataclasses.replace(
@@ -132,36 +109,10 @@ class MetricsSampler:
             )
         series.samples.append(sample)
 
-    def _went(self, fqrvs: list[FQRV], now: int) -> None:
-        reasons = self._reasons(set(fqrvs))
-        for fqrv in fqrvs:
-            series = self._series.pop(fqrv)
-            state = reasons.get(fqrv, "deleted")
-            kept = self._gone.setdefault(fqrv.contract, collections.deque(maxlen=self._gone_keep))
-            kept.appendleft(Gone(series.last, state, now))
-
-    def _reasons(self, fqrvs: set[FQRV]) -> dict[FQRV, str]:
-        """`expired` or `deleted` for each of `fqrvs` recorded so in the recent history."""
-        wanted = {str(fqrv): fqrv for fqrv in fqrvs}
-        encoded = {str(fqrv): encode(fqrv) for fqrv in fqrvs}
-        reasons: dict[FQRV, str] = {}
-        kinds = {"ServableExpired": "expired", "ServableDeleted": "deleted"}
-        for entry in self._control.history(limit=HISTORY_SCAN):
-            if entry.kind not in kinds:
-                continue
-            for name, fqrv in wanted.items():
-                if fqrv not in reasons and entry.payload.get("fqrv") == encoded[name]:
-                    reasons[fqrv] = kinds[entry.kind]
-        return reasons
-
     def history(self, fqrv: FQRV) -> list[Sample]:
         """The servable's samples, oldest first (empty when it was never sampled)."""
         series = self._series.get(fqrv)
         return list(series.samples) if series else []
-
-    def gone(self, contract: Contract) -> list[Gone]:
-        """The contract's servables that went while sampled, most recent first."""
-        return list(self._gone.get(contract, ()))
 
     def window(
         self, fqrv: FQRV, window_ms: int = DEFAULT_WINDOW_MS

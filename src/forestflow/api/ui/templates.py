@@ -18,7 +18,8 @@ from typing import Any
 
 from forestflow.api.ui.panels import SHADOW_ONLY, ContractPanel, Latency, ServablePanel
 from forestflow.api.ui.predictions import RecentPrediction
-from forestflow.api.ui.sampler import Gone, Sample
+from forestflow.api.ui.sampler import Sample
+from forestflow.control.lineage import ServableHistory
 from forestflow.control.plane import HistoryEntry
 from forestflow.control.tokens import Principal
 from forestflow.domain.codec import encode
@@ -209,18 +210,22 @@ def _shadows_badge(servable: ServablePanel) -> str:
     )
 
 
-def _gone_row(gone: Gone, now_ms: int) -> str:
-    m = gone.metrics
-    release = m.fqrv.release_version
-    ago = max(0, (now_ms - gone.at_ms) // 1000)
+def _gone_row(gone: ServableHistory, now_ms: int) -> str:
+    release = gone.fqrv.release_version
+    state = gone.state.value
+    removal = gone.removal
+    at_ms = removal.at_ms if removal else now_ms
+    how = f"{max(0, (now_ms - at_ms) // 1000)} s ago"
+    if removal and removal.by:
+        how += f", by {removal.by}"
+    if removal and removal.policy is not None:
+        how += f", {_policy(encode(removal.policy))}"
     return (
-        f'<tr class="gone" data-release="{esc(release)}" data-state="{esc(gone.state)}">'
+        f'<tr class="gone" data-release="{esc(release)}" data-state="{esc(state)}">'
         f'<td class="release">{esc(release)}</td>'
-        f'<td class="state"><span class="badge state-{esc(gone.state)}">{esc(gone.state)}'
-        f'</span></td><td colspan="2" class="hint">{ago} s ago</td>'
-        f'<td class="score-count num">{m.score_count}</td>'
-        f'<td class="shade-count num">{m.shade_count}</td>'
-        '<td colspan="6" class="hint">last values seen</td></tr>'
+        f'<td class="state"><span class="badge state-{esc(state)}">{esc(state)}</span></td>'
+        f'<td colspan="8" class="hint">{esc(how)}</td><td></td><td class="since">'
+        f"<div>deployed {_time_cell(gone.lineage.deployed_at_ms)}</div></td></tr>"
     )
 
 
