@@ -79,6 +79,24 @@ class TestPage:
         assert not re.search(r"\sstyle=|\son[a-z]+=", page)
         assert 'data-auth="off"' in page
 
+    async def test_the_contracts_list_marks_the_one_the_page_shows(self, harness: Harness) -> None:
+        await harness.client.post("/servable", json=serve_body("v1"))
+        await harness.client.post("/servable", json=serve_body("v1", project="other"))
+        for page, marked in [
+            ("http://localhost/ui", None),
+            ("http://localhost/ui/contracts/samples/other/0?refresh=1", "samples.other.0"),
+        ]:
+            listed = await harness.client.get(
+                "/ui/fragments/contracts", headers={"HX-Current-URL": page}
+            )
+            assert listed.status_code == 200
+            assert re.findall(r'data-contract="([^"]+)"', listed.text) == [
+                "samples.energy_output.0",
+                "samples.other.0",
+            ]
+            current = re.findall(r'data-contract="([^"]+)" aria-current=page', listed.text)
+            assert current == ([marked] if marked else [])
+
     async def test_a_contract_page_polls_its_fragment(self, harness: Harness) -> None:
         page = (await harness.client.get("/ui/contracts/samples/energy_output/0?refresh=3")).text
         assert f'hx-get="{FRAGMENT}"' in page

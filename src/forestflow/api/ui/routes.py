@@ -183,9 +183,10 @@ class Dashboard:
 
         async def render(principal: Principal) -> str:
             who = templates.principal_line(principal, self._guard.enabled)
-            selected = request.headers.get("hx-current-url", "")
-            path = selected.split("/ui/contracts/", 1)[1].split("?", 1)[0] if selected else ""
-            return templates.contracts_list(self._control.contracts(), who, path or None)
+            # the contract the page shows, to mark it in the list
+            _, _, shown = request.headers.get("hx-current-url", "").partition("/ui/contracts/")
+            selected = shown.split("?", 1)[0] or None
+            return templates.contracts_list(self._control.contracts(), who, selected)
 
         return await self._fragment(request, Permission.READ, render)
 
