@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
@@ -26,6 +25,7 @@ from forestflow.api.rest.auth import Guard, HostGuard, auth_required
 from forestflow.api.rest.endpoints import RestContext, build_router
 from forestflow.api.rest.errors import install_error_handlers
 from forestflow.api.rest.feedback import build_feedback_router
+from forestflow.api.rest.http_metrics import HttpTelemetry
 from forestflow.api.rest.openapi import install_openapi
 from forestflow.api.rest.prediction_events import build_prediction_events_router
 from forestflow.api.rest.prometheus import MetricSources, build_metrics_router
@@ -140,6 +140,7 @@ class App:
             clock=self.clock,
             rng=random.Random(settings.seed),  # noqa: S311 - routing, not cryptography
         )
+        self.http_metrics = HttpTelemetry()  # filled by the ScoreLane, read by /metrics
         self.ready = False
         self.startup_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,6 +157,7 @@ class App:
             allowed_hosts=None if self.guard.enabled else self._allowed_hosts(),
             cors=bool(security.cors_origins),
             catalog=ModelCatalog(self.control, self.inference),
+            http=self.http_metrics,
         )
 
     def _allowed_hosts(self) -> list[str]:
@@ -187,11 +189,13 @@ class App:
         asgi.include_router(
             build_metrics_router(
                 MetricSources(
+                    control=self.control,
+                    runner=self.runner,
                     sinks=self.sinks,
-                    servables=lambda: [
-                        m for c in self.control.contracts() for m in self.control.metrics(c)
-                    ],
-                    feedback=lambda: dataclasses.asdict(self.feedback.joiner_stats()),
+                    emitter=self.sink,
+                    feedback=self.feedback,
+                    http=self.http_metrics,
+                    scheduler=self.scheduler,
                 )
             ),
             dependencies=guard.dependencies(Permission.READ),  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ into metric families at scrape time.
 from __future__ import annotations
 
 import asyncio
-import bisect
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -61,7 +61,7 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         """Count one observation of `value`."""
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     @property

@@ -231,7 +231,10 @@ class TestRecordsThatDoNotFit:
         assert (joiner["matched"], joiner["unknown"], joiner["refused"]) == (1, 1, 3)
         assert joiner["pending"] == 2  # o-1 and o-3 still wait for their truth
         metrics = (await harness.client.get("/metrics")).text
-        assert 'forestflow_feedback_records_total{outcome="refused"} 3.0' in metrics
+        assert (
+            'forestflow_feedback_records_total{contract="shop.rows.0",outcome="refused"} 3.0'
+            in metrics
+        )
 
         # both still join once their records are right
         fixed = await feedback(

@@ -1,94 +1,58 @@
-"""`GET /metrics`: counters in the Prometheus text format, collected when scraped."""
+"""`GET /metrics`: the server's metrics in the Prometheus text format (docs/metrics.md).
+
+Everything is on a registry of the app's own (no process-global state): the collectors
+of `metric_collectors.py`, which read the server's state when scraped, and the process
+collector (`process_*`: CPU, memory, open files).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-
 from fastapi import APIRouter
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
+from forestflow import __version__
+from forestflow.api.rest.metric_collectors import (
+    HttpCollector,
+    MetricSources,
+    ServableCollector,
+    ServerCollector,
+)
 from forestflow.api.rest.openapi import error_responses
-from forestflow.domain.metrics import ServableMetrics
 from forestflow.errors import AuthenticationRequired, HostNotAllowed, PermissionDenied
-from forestflow.predictionlog.sinks import PredictionSink
+
+__all__ = ["CONTENT_TYPE", "MetricSources", "build_metrics_router", "build_registry"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass(frozen=True, slots=True)
-class MetricSources:
-    """Where the scraped values come from (read at scrape time, never cached)."""
+class _BuildInfo(Collector):
+    """`forestflow_build_info{version}`: always 1, for joining on the version."""
 
-    sinks: Mapping[str, PredictionSink]
-    servables: Callable[[], list[ServableMetrics]]
-    feedback: Callable[[], Mapping[str, int]]
+    def collect(self) -> list[Metric]:
+        info = GaugeMetricFamily(
+            "forestflow_build_info", "The ForestFlow version serving.", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        return [info]
 
 
-class _ServerCollector(Collector):
-    def __init__(self, sources: MetricSources) -> None:
-        self._sources = sources
-
-    def collect(self) -> Iterator[Metric]:
-        events = CounterMetricFamily(
-            "forestflow_prediction_events",
-            "Prediction events per sink by outcome (emitted, written, dropped).",
-            labels=["sink", "outcome"],
-        )
-        for name, sink in self._sources.sinks.items():
-            stats = sink.stats()
-            events.add_metric([name, "emitted"], stats.emitted)
-            events.add_metric([name, "written"], stats.written)
-            events.add_metric([name, "dropped"], stats.dropped)
-        yield events
-        feedback = CounterMetricFamily(
-            "forestflow_feedback_records",
-            "Feedback records by outcome of the join.",
-            labels=["outcome"],
-        )
-        for outcome, count in self._sources.feedback().items():
-            feedback.add_metric([outcome], count)
-        yield feedback
-        yield from self._servable_metrics()
-
-    def _servable_metrics(self) -> Iterator[Metric]:
-        labels = ["contract", "release"]
-        scored = CounterMetricFamily(
-            "forestflow_scored_requests", "Served requests.", labels=labels
-        )
-        shadowed = CounterMetricFamily(
-            "forestflow_shadowed_requests", "Requests scored in shadow mode.", labels=labels
-        )
-        dropped = CounterMetricFamily(
-            "forestflow_shadow_dropped_requests",
-            "Shadow requests dropped because the shadow queue was full.",
-            labels=labels,
-        )
-        failed = CounterMetricFamily(
-            "forestflow_shadow_failed_requests",
-            "Shadow requests the servable failed to score (model crash or input mismatch).",
-            labels=labels,
-        )
-        phase_in = GaugeMetricFamily(
-            "forestflow_phase_in_percent", "Current phase-in percent.", labels=labels
-        )
-        for servable in self._sources.servables():
-            key = [str(servable.fqrv.contract), servable.fqrv.release_version]
-            scored.add_metric(key, servable.score_count)
-            shadowed.add_metric(key, servable.shade_count)
-            dropped.add_metric(key, servable.shadow_dropped_count)
-            failed.add_metric(key, servable.shadow_failed_count)
-            phase_in.add_metric(key, servable.current_phase_in_pct)
-        yield from (scored, shadowed, dropped, failed, phase_in)
+def build_registry(sources: MetricSources) -> CollectorRegistry:
+    """A registry of the server's metrics, read from `sources` when collected."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_BuildInfo())
+    registry.register(HttpCollector(sources.http))
+    registry.register(ServableCollector(sources))
+    registry.register(ServerCollector(sources))
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def build_metrics_router(sources: MetricSources) -> APIRouter:
     """The `/metrics` route over a registry of its own (no process-global state)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ServerCollector(sources))
+    registry = build_registry(sources)
     router = APIRouter()
 
     @router.get(

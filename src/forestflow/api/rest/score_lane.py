@@ -15,19 +15,25 @@ documentation and serve those requests.
 The Open Inference Protocol's `POST /v2/models/{model}[/versions/{version}]/infer` is
 served the same way, with that route's checks in its order (permission, then readiness)
 and its errors in the protocol's `{"error": ...}` form (`openinference.rest`).
+
+Being in front of everything, the lane also counts every HTTP request in `HttpTelemetry`:
+by route template, method and status class, with its latency (`http_metrics.py`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forestflow.api.openinference.models import ModelCatalog
 from forestflow.api.openinference.rest import (
     HEADER_LENGTH,
+    MODEL,
+    VERSION,
     answer_infer,
     check_body_headers,
     decode_body,
@@ -42,7 +48,9 @@ from forestflow.api.rest.bodies import (
     receive_body,
 )
 from forestflow.api.rest.converters import parse_inference_request, prediction_body
+from forestflow.api.rest.endpoints import CONTRACT, SERVABLE
 from forestflow.api.rest.errors import INTERNAL_MESSAGE, answer, internal_error_response
+from forestflow.api.rest.http_metrics import UNMATCHED, HttpTelemetry
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.roles import Permission
 from forestflow.errors import ForestFlowError
@@ -88,10 +96,12 @@ class ScoreLane:
         allowed_hosts: Iterable[str] | None,
         cors: bool,
         catalog: ModelCatalog | None = None,
+        http: HttpTelemetry | None = None,
     ) -> None:
         """`allowed_hosts`: the `Host` guard's list (None when authentication is on);
         `cors`: whether CORS is configured (its requests go to the framework); `catalog`:
-        the Open Inference Protocol's models, when its inference route is served here."""
+        the Open Inference Protocol's models, when its inference route is served here;
+        `http`: where HTTP requests are counted (a fresh one when not given)."""
         self.app = app
         self._inference = inference
         self._guard = guard
@@ -100,6 +110,16 @@ class ScoreLane:
         self._hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         self._cors = cors
         self._catalog = catalog
+        self.http = http if http is not None else HttpTelemetry()
+        # bound once: the lane's routes count without a lookup (by release given or not)
+        self._score_calls = (
+            self.http.route(CONTRACT + "/score", "POST"),
+            self.http.route(SERVABLE + "/score", "POST"),
+        )
+        self._infer_calls = (
+            self.http.route(MODEL + "/infer", "POST"),
+            self.http.route(VERSION + "/infer", "POST"),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
         target: ScorePath | tuple[str, str] | None = None
@@ -110,21 +130,49 @@ class ScoreLane:
                 target = infer_target(path)
         headers = _headers(scope) if target is not None else {}
         if target is None or (self._cors and "origin" in headers):
-            await self.app(scope, receive, send)
+            await self._pass(scope, receive, send)
             return
+        started = time.perf_counter()
         if len(target) == 2:
-            await self._infer(target, headers, scope, receive, send)
+            status = await self._infer(target, headers, scope, receive, send)
+            self._infer_calls[target[1] != ""].observe(status, time.perf_counter() - started)
             return
+        # served here rather than in a method of its own: a coroutine less per request
         try:
             body = await self._score(target, headers, receive)
         except ForestFlowError as error:
-            await answer(error, "POST", scope["path"])(scope, receive, send)
-            return
+            response = answer(error, "POST", scope["path"])
         except Exception:
             log.exception("POST %s failed unexpectedly", scope["path"])
-            await internal_error_response()(scope, receive, send)
+            response = internal_error_response()
+        else:
+            await _send(send, 200, body, [_JSON_HEADERS])
+            self._score_calls[target[3] is not None].observe(200, time.perf_counter() - started)
             return
-        await _send(send, 200, body, [_JSON_HEADERS])
+        await response(scope, receive, send)
+        calls = self._score_calls[target[3] is not None]
+        calls.observe(response.status_code, time.perf_counter() - started)
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand the request to the framework, counting it under the route it matched."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # the framework raised before it answered
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            template = getattr(scope.get("route"), "path", None) or UNMATCHED
+            calls = self.http.route(template, scope["method"])
+            calls.observe(status, time.perf_counter() - started)
 
     async def _infer(
         self,
@@ -133,13 +181,15 @@ class ScoreLane:
         scope: Scope,
         receive: Receive,
         send: Send,
-    ) -> None:
+    ) -> int:
+        """Answer an inference request; return its status."""
         assert self._catalog is not None
         try:
             self._check_host(headers)
         except ForestFlowError as error:  # answered as the framework's HostGuard answers it
-            await answer(error, "POST", scope["path"])(scope, receive, send)
-            return
+            response = answer(error, "POST", scope["path"])
+            await response(scope, receive, send)
+            return response.status_code
         status = 200
         try:
             self._guard.authorize(headers.get("authorization"), Permission.SCORE)
@@ -163,6 +213,7 @@ class ScoreLane:
             for name, value in answer_headers.items()
         ]
         await _send(send, status, body, encoded)
+        return status
 
     def _check_host(self, headers: dict[str, str]) -> None:
         if self._hosts is not None:
