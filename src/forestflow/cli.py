@@ -1,5 +1,7 @@
 """The `forestflow` command: `forestflow serve` starts a server; `forestflow token` manages
-the bearer tokens in a data directory (the server may be running or stopped)."""
+the bearer tokens in a data directory (the server may be running or stopped); `contracts`,
+`deploy`, `servables`, `stats`, `score` and `tail` talk to a running server
+(`forestflow.client.commands`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import click
 
 from forestflow import __version__
+from forestflow.client.commands import register as register_server_commands
 
 STARTUP_FAILED = 2
 """The exit code of every start-up failure (bad settings, unusable state, missing token)."""
@@ -178,6 +181,10 @@ def token_revoke(data_dir: Path, name: str) -> None:
     except ForestFlowError as error:
         _fail(error.describe())
     click.echo(f"revoked {name}", err=True)
+
+
+# contracts, deploy, servables, stats, score, tail: a running server's, over HTTP (docs/cli.md)
+register_server_commands(main)
 
 
 if __name__ == "__main__":

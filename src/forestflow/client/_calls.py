@@ -150,6 +150,12 @@ def metadata(fqrv: FQRVLike) -> Call[Metadata]:
     return Call("GET", FQRV.parse(fqrv).path + "/metadata", Metadata.from_json)
 
 
+def contract_metadata(contract: ContractLike) -> Call[list[Metadata]]:
+    """`GET /{org}/{project}/{n}/metadata`: one per loaded servable."""
+    path = Contract.parse(contract).path + "/metadata"
+    return Call("GET", path, lambda answer: [Metadata.from_json(m) for m in answer])
+
+
 def stats(contract: ContractLike) -> Call[list[ServableMetrics]]:
     """`GET /{org}/{project}/{n}/stats`."""
     path = Contract.parse(contract).path + "/stats"

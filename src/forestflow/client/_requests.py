@@ -64,8 +64,8 @@ class BasicServeRequest:
     tags: Mapping[str, str] | None = None
 
     def to_json(self) -> JSON:
-        """The request body."""
-        return {"BasicServeRequest": {**_common(self), "flavor": dict(self.flavor)}}
+        """The request body (a body that names a flavor is a BasicServeRequest)."""
+        return {**_common(self), "flavor": dict(self.flavor)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +80,8 @@ class MLFlowServeRequest:
     tags: Mapping[str, str] | None = None
 
     def to_json(self) -> JSON:
-        """The request body."""
-        return {"MLFlowServeRequest": _common(self)}
+        """The request body (a body without a flavor is an MLFlowServeRequest)."""
+        return _common(self)
 
 
 ServeRequest = BasicServeRequest | MLFlowServeRequest

@@ -182,6 +182,10 @@ class Client:
         """What a servable's model takes and answers."""
         return self._run(calls.metadata(fqrv))
 
+    def contract_metadata(self, contract: ContractLike) -> list[Metadata]:
+        """What the model of each loaded servable of a contract takes and answers."""
+        return self._run(calls.contract_metadata(contract))
+
     def stats(self, contract: ContractLike) -> list[ServableMetrics]:
         """The metrics of every servable of a contract."""
         return self._run(calls.stats(contract))

@@ -65,7 +65,7 @@ class TestScoreBody:
 
 
 class TestServeRequests:
-    def test_a_basic_request_is_wrapped_with_every_field_it_names(self) -> None:
+    def test_a_basic_request_names_every_field_it_is_given(self) -> None:
         request = BasicServeRequest(
             "s3://bucket/models/m",
             {"ONNX": {"modelPath": "model.onnx"}},
@@ -75,26 +75,24 @@ class TestServeRequests:
         )
 
         assert request.to_json() == {
-            "BasicServeRequest": {
-                "path": "s3://bucket/models/m",
-                "fqrv": {
-                    "contract": {
-                        "organization": "samples",
-                        "project": "energy_output",
-                        "contractNumber": 0,
-                    },
-                    "releaseVersion": "v1",
+            "path": "s3://bucket/models/m",
+            "fqrv": {
+                "contract": {
+                    "organization": "samples",
+                    "project": "energy_output",
+                    "contractNumber": 0,
                 },
-                "artifactPath": "sub",
-                "servableSettings": {"loggingSettings": {"logLevel": "NONE"}},
-                "flavor": {"ONNX": {"modelPath": "model.onnx"}},
-            }
+                "releaseVersion": "v1",
+            },
+            "artifactPath": "sub",
+            "servableSettings": {"loggingSettings": {"logLevel": "NONE"}},
+            "flavor": {"ONNX": {"modelPath": "model.onnx"}},
         }
 
     def test_an_mlflow_request_names_no_flavor(self) -> None:
         body = MLFlowServeRequest("models:/energy/3").to_json()
 
-        assert body == {"MLFlowServeRequest": {"path": "models:/energy/3"}}
+        assert body == {"path": "models:/energy/3"}
 
     @pytest.mark.parametrize(
         "location",
