@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
+from forestflow.clock import SystemClock
+from forestflow.control.tokens import TokenRegistry
 from forestflow.domain.expiration import ExpirationPolicy, KeepLatest, KeepTopRanked
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
 from forestflow.domain.metrics import Ordering, ServableMetrics
 from forestflow.domain.phase_in import ImmediatePhaseIn, LinearTimeBasedPhaseIn, PhaseInPolicy
+from forestflow.domain.roles import Role
 from forestflow.domain.routers import (
     BestPerformerRouter,
     EpsilonGreedyRouter,
@@ -42,6 +46,7 @@ from forestflow.domain.validity import (
     TimeBasedValidity,
     ValidityRule,
 )
+from forestflow.store.sqlite import open_store
 
 DEFAULT_CONTRACT = Contract("samples", "energy_output", 0)
 
@@ -171,3 +176,14 @@ servable_metrics = st.builds(
     st.dictionaries(names, finite_floats, max_size=3),
 )
 """Arbitrary `ServableMetrics` (each value independent: not necessarily consistent)."""
+
+
+def make_tokens(data_dir: Path) -> dict[str, str]:
+    """One token per role, named after it, made in a data directory (before a server starts
+    on it): role name → secret."""
+    store = open_store(data_dir)
+    try:
+        registry = TokenRegistry(store, SystemClock())
+        return {role.value: registry.create(role.value, role) for role in Role}
+    finally:
+        store.close()

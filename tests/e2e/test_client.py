@@ -19,11 +19,8 @@ import skops.io
 from sklearn.neighbors import KNeighborsRegressor
 
 from forestflow.client import AsyncClient, BasicServeRequest, Client
-from forestflow.clock import SystemClock
-from forestflow.control.tokens import TokenRegistry
-from forestflow.domain.roles import Role
 from forestflow.errors import ForestFlowError, ServiceUnavailableError, error_kinds
-from forestflow.store.sqlite import open_store
+from tests.builders import make_tokens
 from tests.e2e.conftest import ServerProcess
 from tests.payloads import EXAMPLES, POWERPLANT_FEATURES, POWERPLANT_ROWS, contract_settings
 
@@ -94,16 +91,6 @@ class Servers:
             client.close()
         for server in self.started.values():
             server.close()
-
-
-def make_tokens(data_dir: Path) -> dict[str, str]:
-    """One token per role, made in the data directory before the server starts."""
-    store = open_store(data_dir)
-    try:
-        registry = TokenRegistry(store, SystemClock())
-        return {role.value: registry.create(role.value, role) for role in Role}
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="module")
