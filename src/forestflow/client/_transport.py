@@ -117,4 +117,6 @@ def no_answer(error: httpx.TransportError, url: str) -> NoAnswer:
     """The `NoAnswer` for a transport failure, saying where and what."""
     if isinstance(error, httpx.TimeoutException):
         return NoAnswer(f"{url} did not answer in time ({type(error).__name__})")
-    return NoAnswer(f"cannot reach {url}: {error or type(error).__name__}")
+    if isinstance(error, httpx.ConnectError):
+        return NoAnswer(f"cannot reach {url}: {error or type(error).__name__}")
+    return NoAnswer(f"lost the connection to {url}: {error or type(error).__name__}")

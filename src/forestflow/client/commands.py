@@ -37,6 +37,7 @@ from forestflow.client._requests import (
     BasicServeRequest,
     MLFlowServeRequest,
     ServeRequest,
+    artifact_location,
     score_body,
 )
 from forestflow.client._rows import read_input, typed_rows
@@ -291,10 +292,16 @@ def contracts_delete(
 # --- deploy ------------------------------------------------------------------------------
 
 
-def _serve_request(source: str, options: Mapping[str, Any]) -> ServeRequest | dict[str, Any]:
+def _serve_request(source: str | None, options: Mapping[str, Any]) -> ServeRequest | dict[str, Any]:
     """The serve request the `deploy` options describe."""
     if options["request"] is not None:
-        return dict(json.loads(Path(options["request"]).read_text()))
+        try:
+            body = json.loads(Path(options["request"]).read_text())
+        except ValueError as error:
+            raise click.BadParameter(f"not JSON: {error}", param_hint="--request") from None
+        return body if source is None else {**body, "path": artifact_location(source)}
+    if source is None:
+        raise click.UsageError("give the SOURCE to deploy, or a whole --request")
     policy = dict(options["policy"] or {})
     if options["shadow"]:
         policy["validityPolicy"] = [{"NeverValid": {}}]
@@ -324,7 +331,7 @@ def _serve_request(source: str, options: Mapping[str, Any]) -> ServeRequest | di
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", required=False)
 @click.option("--servable", type=SERVABLE, required=True, help="org/project/n/release.")
 @click.option(
     "--flavor",
@@ -343,12 +350,12 @@ def _serve_request(source: str, options: Mapping[str, Any]) -> ServeRequest | di
 @click.option(
     "--request",
     type=click.Path(exists=True, dir_okay=False),
-    help="A whole serve request body (JSON file) instead of the options.",
+    help="A whole serve request body (JSON file); SOURCE, if given, is its path.",
 )
 @server_command
 def deploy(
     *,
-    source: str,
+    source: str | None,
     servable: FQRV,
     url: str,
     token: str | None,
