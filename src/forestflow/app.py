@@ -144,6 +144,7 @@ class App:
         self.ready = False
         self.startup_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.api = self._build_api()
         security = settings.security
@@ -260,6 +261,14 @@ class App:
 
         return router
 
+    def end_streams(self) -> None:
+        """End the streams of prediction-event followers now: a shutdown has begun, and the
+        server would otherwise wait for them as for in-flight requests. Safe to call from a
+        signal handler (the work is done on the event loop)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.events.stop_readers)
+
     def _require_ready(self) -> None:
         if self.startup_error is not None:
             raise ServiceUnavailableError(f"start-up failed: {self.startup_error}")
@@ -299,6 +308,7 @@ class App:
     async def start(self, *, periodic: bool = True) -> None:
         """Recover state, become ready, then (unless `periodic` is False) start the
         evaluation and counter-flush loops. Tests drive evaluation themselves."""
+        self._loop = asyncio.get_running_loop()  # for end_streams, from a signal handler
         try:
             await self.sink.start()
             await self.control.recover()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -110,6 +111,13 @@ def serve(
     )
     click.echo(f"ForestFlow {__version__}: data in {settings.data_dir.resolve()}", err=True)
     server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def on_exit_signal(sig: int, frame: FrameType | None) -> None:
+        app.end_streams()  # `forestflow tail` streams end at once, not after the grace period
+        handle_exit(sig, frame)
+
+    server.handle_exit = on_exit_signal  # type: ignore[method-assign]
     server.run()
     if not server.started:  # uvicorn said why (the port is taken, say)
         sys.exit(STARTUP_FAILED)

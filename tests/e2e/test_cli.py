@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = "samples/energy_output/0"
 ONNX = ["--flavor", "ONNX", "--model-path", "model.onnx"]
 WAIT_S = 60.0
+ROW = dict(zip(POWERPLANT_FEATURES, POWERPLANT_ROWS[0], strict=True))
 
 
 def forestflow(
@@ -323,6 +325,33 @@ class TestCommands:
         assert bad_flavor.returncode == 1
         assert "unknown flavor 'Pickle'" in bad_flavor.stderr
         assert bad_flavor.stderr.endswith("field: flavor\n")
+
+
+class TestShutdown:
+    def test_a_tail_neither_holds_the_server_back_nor_outlives_it(self, tmp_path: Path) -> None:
+        grace = {"FORESTFLOW_SERVER__SHUTDOWN_GRACE_S": "30"}
+        server = ServerProcess(tmp_path / "data", grace).start()
+        tail = None
+        try:
+            ok(forestflow("deploy", "examples/energy_output", "--servable", f"{CONTRACT}/v1",
+                          *ONNX, url=server.base_url))  # fmt: skip
+            tail = Tail(server.base_url)
+            ok(forestflow("score", CONTRACT, "-", stdin=json.dumps([ROW]), url=server.base_url))
+            tail.out.until("served")  # the stream is open and delivering
+            started = time.monotonic()
+            server.terminate()
+            stopped_after_s = time.monotonic() - started
+            tail_status = tail.proc.wait(timeout=WAIT_S)
+            tail_error = tail.err.rest()
+        finally:
+            if tail is not None:
+                tail.close()
+            server.close()
+
+        assert stopped_after_s < 10  # not the 30 s grace: the stream was ended, not waited for
+        assert not [line for line in server.log if "Cancel" in line or "Traceback" in line]
+        assert tail_status == 1
+        assert tail_error == [f"forestflow: {server.base_url} is shutting down"]
 
 
 def read_all(fd: int) -> str:

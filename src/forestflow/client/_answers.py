@@ -380,16 +380,24 @@ class EventsMissed:
     count: int
 
 
-def event_item(line: Mapping[str, Any]) -> PredictionEvent | EventsMissed | int:
-    """One line of `GET /prediction-log/events`: an event, a gap, or (the last line) the
-    sequence number to resume after."""
+@dataclass(frozen=True, slots=True)
+class EventsEnd:
+    """The last line of a stream of events: where to resume, and whether the server is
+    shutting down (then there is nothing to resume)."""
+
+    resume_after: int
+    server_closing: bool = False
+
+
+def event_item(line: Mapping[str, Any]) -> PredictionEvent | EventsMissed | EventsEnd:
+    """One line of `GET /prediction-log/events`: an event, a gap, or the end."""
     ((name, body),) = line.items()
     if name == "PredictionEvent":
         return PredictionEvent.from_json(body)
     if name == "PredictionEventsMissed":
         return EventsMissed(int(body["count"]))
     if name == "PredictionEventsEnd":
-        return int(body["resumeAfter"])
+        return EventsEnd(int(body["resumeAfter"]), bool(body.get("serverClosing", False)))
     raise ValueError(f"unexpected line in the prediction events: {name}")
 
 
@@ -414,5 +422,5 @@ class EventsPage:
             elif isinstance(item, EventsMissed):
                 missed += item.count
             else:
-                resume = item
+                resume = item.resume_after
         return cls(events, missed, resume)

@@ -14,6 +14,7 @@ from forestflow.client._answers import (
     ContractSettings,
     CreatedToken,
     Deployed,
+    EventsEnd,
     EventsMissed,
     EventsPage,
     FeedbackAccepted,
@@ -34,6 +35,7 @@ from forestflow.client._requests import ServeRequest, score_body
 from forestflow.client._transport import (
     DEFAULT_DEPLOY_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    NoAnswer,
     client_options,
     no_answer,
     read_answer,
@@ -258,15 +260,17 @@ class AsyncClient:
         while True:
             params = calls.event_params(contract, servable, cursor, last, wait)
             async for item in self._event_stream(params, wait):
-                if isinstance(item, int):
-                    cursor = item
-                else:
+                if not isinstance(item, EventsEnd):
                     yield item
+                elif item.server_closing:
+                    raise NoAnswer(f"{self.url} is shutting down")
+                else:
+                    cursor = item.resume_after
 
     async def _event_stream(
         self, params: dict[str, Any], wait: float
-    ) -> AsyncIterator[PredictionEvent | EventsMissed | int]:
-        """One stream's events, and last the sequence number to resume after."""
+    ) -> AsyncIterator[PredictionEvent | EventsMissed | EventsEnd]:
+        """One stream's events, and last its end (where to resume)."""
         read = None if self.timeout is None else self.timeout + wait
         timeout = httpx.Timeout(self.timeout, read=read)
         try:
@@ -280,7 +284,7 @@ class AsyncClient:
                     if line.strip():
                         item = event_item(json.loads(line))
                         yield item
-                        if isinstance(item, int):
+                        if isinstance(item, EventsEnd):
                             return
         except httpx.TransportError as error:
             raise no_answer(error, self.url) from error

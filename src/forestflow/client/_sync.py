@@ -14,6 +14,7 @@ from forestflow.client._answers import (
     ContractSettings,
     CreatedToken,
     Deployed,
+    EventsEnd,
     EventsMissed,
     EventsPage,
     FeedbackAccepted,
@@ -34,6 +35,7 @@ from forestflow.client._requests import ServeRequest, score_body
 from forestflow.client._transport import (
     DEFAULT_DEPLOY_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    NoAnswer,
     client_options,
     no_answer,
     read_answer,
@@ -259,12 +261,15 @@ class Client:
         cursor = after
         while True:
             params = calls.event_params(contract, servable, cursor, last, wait)
-            cursor = yield from self._event_stream(params, wait)
+            end = yield from self._event_stream(params, wait)
+            if end.server_closing:
+                raise NoAnswer(f"{self.url} is shutting down")
+            cursor = end.resume_after
 
     def _event_stream(
         self, params: dict[str, Any], wait: float
-    ) -> Generator[PredictionEvent | EventsMissed, None, int]:
-        """One stream's events; returns the sequence number to resume after."""
+    ) -> Generator[PredictionEvent | EventsMissed, None, EventsEnd]:
+        """One stream's events; returns its end (where to resume)."""
         read = None if self.timeout is None else self.timeout + wait
         timeout = httpx.Timeout(self.timeout, read=read)
         try:
@@ -275,7 +280,7 @@ class Client:
                 for line in response.iter_lines():
                     if line.strip():
                         item = event_item(json.loads(line))
-                        if isinstance(item, int):
+                        if isinstance(item, EventsEnd):
                             return item
                         yield item
         except httpx.TransportError as error:

@@ -86,6 +86,12 @@ class RingSink(PredictionSink):
         with self._lock:
             return self._head
 
+    @property
+    def closed(self) -> bool:
+        """Whether readers were stopped for good (the server is shutting down)."""
+        with self._lock:
+            return self._closed
+
     def emit(self, event: PredictionEvent) -> None:
         """Encode and keep `event` (the emitter calls `write_encoded` instead)."""
         self.write_encoded([encode_event(event)])
@@ -176,12 +182,16 @@ class RingSink(PredictionSink):
         with self._lock:
             return self._head != after or not self._closed
 
-    async def close(self) -> None:
-        """Wake every reader for good: the streams end."""
+    def stop_readers(self) -> None:
+        """Wake every reader for good: the streams end (events are still kept)."""
         with self._lock:
             self._closed = True
             waiting, self._waiting = self._waiting, []
         _wake(waiting)
+
+    async def close(self) -> None:
+        """`stop_readers`, as the emitter closes its sinks."""
+        self.stop_readers()
 
 
 def _wake(waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:

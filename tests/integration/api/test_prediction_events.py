@@ -138,11 +138,13 @@ class TestFollowing:
         await score(two_contracts, reqid="a")
         await score(two_contracts, reqid="b")
 
-        await two_contracts.app.events.close()  # as at shutdown: every stream ends
+        two_contracts.app.end_streams()  # as on SIGTERM: every stream ends at once
         response = await follower
 
         assert [e["request"]["configs"]["reqid"] for e in events_of(response.text)] == ["a", "b"]
-        assert lines(response.text)[-1] == {"PredictionEventsEnd": {"resumeAfter": 4}}
+        assert lines(response.text)[-1] == {
+            "PredictionEventsEnd": {"resumeAfter": 4, "serverClosing": True}
+        }
 
     async def test_wait_zero_ends_a_follow_stream_at_once(self, two_contracts: Harness) -> None:
         response = await two_contracts.client.get(EVENTS, params={"follow": True, "wait": 0})

@@ -9,7 +9,8 @@ Each line is one JSON object naming its kind, as every answer does:
 - `{"PredictionEventsMissed": {"count": 3}}` — events the reader fell behind on (the ring
   no longer holds them), whether or not they match its filter;
 - `{"PredictionEventsEnd": {"resumeAfter": 42}}` — always the last line: a follower goes
-  on with `after=42`.
+  on with `after=42`; with `"serverClosing": true` the server is shutting down (its
+  followers' streams end at once, they are not waited for as in-flight requests).
 
 A `follow` stream stays open at most `wait` seconds, so that neither a forgotten reader
 nor a shutdown waits on it for long; clients reconnect with `after`.
@@ -70,7 +71,10 @@ _LINE = {
             "properties": {
                 "PredictionEventsEnd": {
                     "type": "object",
-                    "properties": {"resumeAfter": {"type": "integer"}},
+                    "properties": {
+                        "resumeAfter": {"type": "integer"},
+                        "serverClosing": {"type": "boolean"},
+                    },
                 }
             },
         },
@@ -156,7 +160,8 @@ async def _lines(
         remaining = deadline - loop.time()
         if remaining <= 0 or not await ring.wait(cursor, remaining):
             break
-    yield _line("PredictionEventsEnd", {"resumeAfter": cursor})
+    end = {"resumeAfter": cursor, **({"serverClosing": True} if ring.closed else {})}
+    yield _line("PredictionEventsEnd", end)
 
 
 def _event_line(held: HeldEvent) -> bytes:
@@ -164,5 +169,5 @@ def _event_line(held: HeldEvent) -> bytes:
     return b'{"PredictionEvent":{"seq":%d,%s}}\n' % (held.seq, held.record[1:-1])
 
 
-def _line(name: str, body: dict[str, int]) -> bytes:
+def _line(name: str, body: dict[str, int | bool]) -> bytes:
     return orjson.dumps({name: body}) + b"\n"
