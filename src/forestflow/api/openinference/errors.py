@@ -30,6 +30,7 @@ _BY_STATUS: dict[HTTPStatus, ProtocolStatus] = {
         (HTTPStatus.UNAUTHORIZED, None, "UNAUTHENTICATED"),
         (HTTPStatus.FORBIDDEN, None, "PERMISSION_DENIED"),
         (HTTPStatus.NOT_FOUND, None, "NOT_FOUND"),
+        (HTTPStatus.METHOD_NOT_ALLOWED, None, "UNIMPLEMENTED"),
         (HTTPStatus.CONFLICT, None, "ALREADY_EXISTS"),
         (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, None, "RESOURCE_EXHAUSTED"),
         (HTTPStatus.UNSUPPORTED_MEDIA_TYPE, None, "INVALID_ARGUMENT"),
