@@ -604,7 +604,7 @@ class TestWrongTypes:
         [
             ("/policy-settings", {"validityPolicy": {"NeverValid": {}}}, "validityPolicy"),
             ("/policy-settings", {"phaseInPolicy": 100}, "phaseInPolicy"),
-            ("/logging-settings", {"logLevel": 3}, "logLevel"),
+            ("/logging-settings", {"logLevel": 7}, "logLevel"),  # numbers 1 to 3 name levels
             ("/logging-settings", {"keyFeatures": "reqid"}, "keyFeatures"),
             ("/logging-settings", {"sampleRate": "often"}, "sampleRate"),
         ],
