@@ -133,3 +133,18 @@ class TestIntegersBeyond64Bits:
         error = response.json()["InvalidRequestError"]
         assert error["field"] == "AmbientTemp"
         assert "out of range for Int64" in error["errorMessage"]
+
+
+class TestHistoryCursors:
+    @pytest.mark.parametrize("before", ["-1", str(2**63), "-11053880936512002048"])
+    @pytest.mark.parametrize("path", ["/history", "/samples/energy_output/0/history"])
+    async def test_beyond_a_sequence_number_are_422_naming_before(
+        self, harness: Harness, path: str, before: str
+    ) -> None:
+        await harness.client.post("/contract/samples/energy_output/0", json=contract_settings())
+
+        response = await harness.client.get(path, params={"before": before})
+
+        assert response.status_code == 422, response.text
+        (error,) = response.json().values()
+        assert error["field"] == "before"

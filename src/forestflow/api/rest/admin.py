@@ -10,7 +10,7 @@ from starlette.requests import Request
 from forestflow.api.rest import route_docs as docs
 from forestflow.api.rest.auth import Guard
 from forestflow.api.rest.bodies import read_json
-from forestflow.api.rest.endpoints import actor, history_page, route_adder
+from forestflow.api.rest.endpoints import actor, history_before, history_page, route_adder
 from forestflow.api.rest.responses import JSONResponse, wrapped
 from forestflow.control.plane import ControlPlane, HistoryEntry
 from forestflow.control.tokens import TokenRecord, TokenRegistry, parse_role
@@ -70,7 +70,7 @@ def build_admin_router(
 
     @add("GET", ["/history"], Permission.READ_HISTORY, doc=docs.HISTORY)
     async def history(before: int | None = None, limit: int = 100) -> JSONResponse:
-        entries = control.history(before_seq=before, limit=history_page(limit))
+        entries = control.history(before_seq=history_before(before), limit=history_page(limit))
         return wrapped("History", {"entries": [history_body(e) for e in entries]})
 
     return router

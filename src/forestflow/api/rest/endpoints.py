@@ -170,6 +170,16 @@ def history_page(limit: int) -> int:
     return limit
 
 
+MAX_SEQ = 2**63 - 1
+
+
+def history_before(before: int | None) -> int | None:
+    """A history cursor (`before`, an entry's `seq`): None, or 0 to 2^63 - 1."""
+    if before is not None and not 0 <= before <= MAX_SEQ:
+        raise InvalidField(f"must be an entry's seq, between 0 and {MAX_SEQ}", field="before")
+    return before
+
+
 def check_owner(request: Request, control: ControlPlane, fqrv: FQRV) -> None:
     """A shadow deployer may change only the servables it deployed itself."""
     principal = principal_of(request)
@@ -293,7 +303,7 @@ def _add_contract_routes(router: APIRouter, ctx: RestContext) -> None:
     ) -> JSONResponse:
         contract = _contract(organization, project, contract_number)
         page = await control.contract_history(
-            contract, before_seq=before, limit=history_page(limit)
+            contract, before_seq=history_before(before), limit=history_page(limit)
         )
         servables = [servable_history_body(h) for h in page]
         return wrapped("ContractHistory", {"contract": encode(contract), "servables": servables})
