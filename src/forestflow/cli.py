@@ -138,6 +138,9 @@ _DATA_DIR = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("data"),
     show_default=True,
+    # the server's own variable first, then the original ForestFlow's alias
+    envvar=["FORESTFLOW_DATA_DIR", "LOCAL_WORKING_DIR_CONFIG"],
+    show_envvar=True,
     help="The server's data directory.",
 )
 

@@ -65,6 +65,20 @@ class TestTokensFromTheCommandLine:
         assert revoked.returncode == 0, revoked.stderr
         assert "revoked" in forestflow("token", "list", "--data-dir", str(data_dir)).stdout
 
+    @pytest.mark.parametrize("variable", ["FORESTFLOW_DATA_DIR", "LOCAL_WORKING_DIR_CONFIG"])
+    def test_the_data_directory_comes_from_the_servers_variables(
+        self, tmp_path: Path, variable: str
+    ) -> None:
+        data_dir = tmp_path / "state"
+        env = {variable: str(data_dir)}
+
+        created = forestflow("token", "create", "--role", "scorer", "--name", "ci", env=env)
+        listed = forestflow("token", "list", env=env)
+
+        assert created.returncode == 0, created.stderr
+        assert any(data_dir.iterdir())  # the state is there, not in data/
+        assert listed.stdout.split() == ["ci", "scorer", "active"]
+
     def test_an_unknown_role_is_refused(self, tmp_path: Path) -> None:
         result = forestflow(
             "token", "create", "--data-dir", str(tmp_path), "--role", "root", "--name", "x"
