@@ -147,6 +147,14 @@ def _emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
+def _acknowledge(answer: Any, as_json: bool, done: str) -> None:
+    """The server's answer as JSON for scripts, else one line saying what was `done`."""
+    if as_json:
+        _emit_json(answer)
+    else:
+        click.echo(done)
+
+
 def _lines(value: Any) -> None:
     """JSON Lines: one compact object per line (what `jq` and log tools read)."""
     for item in value:
@@ -240,10 +248,7 @@ def contracts_create(
     with connect(url, token, timeout) as client:
         changes = _contract_changes(settings, router, expiration, keep)
         answer = client.send(calls.create_contract(contract, changes))
-    if as_json:
-        _emit_json(answer)
-    else:
-        click.echo(f"created contract {contract}")
+    _acknowledge(answer, as_json, f"created contract {contract}")
 
 
 @contracts.command("update")
@@ -268,10 +273,7 @@ def contracts_update(
         raise click.UsageError("name something to change: --router, --expiration, --keep")
     with connect(url, token, timeout) as client:
         answer = client.send(calls.update_contract(contract, changes))
-    if as_json:
-        _emit_json(answer)
-    else:
-        click.echo(f"updated contract {contract}")
+    _acknowledge(answer, as_json, f"updated contract {contract}")
 
 
 @contracts.command("delete")
@@ -283,10 +285,7 @@ def contracts_delete(
     """Delete CONTRACT (it must have no servables left)."""
     with connect(url, token, timeout) as client:
         answer = client.send(calls.delete_contract(contract))
-    if as_json:
-        _emit_json(answer)
-    else:
-        click.echo(f"deleted contract {contract}")
+    _acknowledge(answer, as_json, f"deleted contract {contract}")
 
 
 # --- deploy ------------------------------------------------------------------------------
@@ -474,10 +473,7 @@ def servables_delete(
     """Delete (unload) SERVABLE."""
     with connect(url, token, timeout) as client:
         answer = client.send(calls.delete_servable(servable))
-    if as_json:
-        _emit_json(answer)
-    else:
-        click.echo(f"deleted servable {servable}")
+    _acknowledge(answer, as_json, f"deleted servable {servable}")
 
 
 # --- stats -------------------------------------------------------------------------------

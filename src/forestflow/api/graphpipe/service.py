@@ -27,6 +27,7 @@ from forestflow.api.openinference.codec import (
     to_frame,
 )
 from forestflow.api.openinference.datatypes import InputTensor
+from forestflow.api.openinference.models import described_release
 from forestflow.control.plane import ControlPlane
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
@@ -35,7 +36,6 @@ from forestflow.errors import (
     ForestFlowError,
     InferenceRequestInvalidError,
     MalformedRequest,
-    NoActiveServablesForContract,
 )
 from forestflow.serving.inference import InferenceService
 
@@ -68,16 +68,7 @@ class GraphPipeService:
             fqrv = FQRV(contract, release)
             self._control.servable_route(fqrv)
             return fqrv
-        shares = self._control.route(contract).plan.shares()
-        failed = self._control.load_errors()
-        releases = [f for f in self._control.releases(contract) if f not in failed]
-        if shares:
-            largest = max(shares.values())
-            top = [fqrv for fqrv, share in shares.items() if share == largest]
-            return max(top, key=lambda f: releases.index(f) if f in releases else -1)
-        if not releases:
-            raise NoActiveServablesForContract(contract)
-        return releases[-1]
+        return described_release(self._control, contract)
 
     async def infer(self, contract: Contract, release: str | None, call: InferCall) -> Inferred:
         """Score `call` on the release, or on the contract through its router."""

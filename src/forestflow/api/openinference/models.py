@@ -150,21 +150,7 @@ class ModelCatalog:
         )
 
     def _described(self, contract: Contract) -> FQRV:
-        """The release whose signature stands for the contract: the largest traffic share
-        (the newer on a tie), else the newest loaded release."""
-        shares = self._control.route(contract).plan.shares()
-        if shares:
-            largest = max(shares.values())
-            top = [fqrv for fqrv, share in shares.items() if share == largest]
-            if len(top) == 1:
-                return top[0]
-        failed = self._control.load_errors()
-        releases = [f for f in self._control.releases(contract) if f not in failed]
-        if shares:
-            return max(top, key=lambda f: releases.index(f) if f in releases else -1)
-        if not releases:
-            raise NoActiveServablesForContract(contract)
-        return releases[-1]
+        return described_release(self._control, contract)
 
     async def infer(self, name: str, version: str, request: InferRequest) -> Inferred:
         """Score the request on the version, or on the contract through its router."""
@@ -190,6 +176,24 @@ class ModelCatalog:
             self._targets.clear()
         self._targets[(name, version)] = target
         return target
+
+
+def described_release(control: ControlPlane, contract: Contract) -> FQRV:
+    """The release whose signature stands for `contract` in every protocol: the largest
+    traffic share (the newer on a tie), else the newest loaded release."""
+    shares = control.route(contract).plan.shares()
+    if shares:
+        largest = max(shares.values())
+        top = [fqrv for fqrv, share in shares.items() if share == largest]
+        if len(top) == 1:
+            return top[0]
+    failed = control.load_errors()
+    releases = [f for f in control.releases(contract) if f not in failed]
+    if shares:
+        return max(top, key=lambda f: releases.index(f) if f in releases else -1)
+    if not releases:
+        raise NoActiveServablesForContract(contract)
+    return releases[-1]
 
 
 def _contract(organization: str, project: str, number: str) -> Contract | None:
