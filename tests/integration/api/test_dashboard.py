@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from forestflow.clock import SystemClock
-from forestflow.control.tokens import TokenRegistry
 from forestflow.domain.roles import Role
-from forestflow.store.sqlite import open_store
 from tests.integration.api.conftest import Harness, HarnessFactory
+from tests.integration.api.test_auth import make_tokens
 from tests.payloads import contract_settings, score_body, serve_body
 
 C = "/samples/energy_output/0"
@@ -238,16 +236,6 @@ class TestContractFragment:
         response = await harness.client.get("/ui/fragments/contracts/samples/none/0")
         assert response.status_code == 404
         assert 'data-error="UnknownContract"' in response.text
-
-
-def make_tokens(data_dir: Path) -> dict[str, str]:
-    """One token per role, created in the data directory before the server starts."""
-    store = open_store(data_dir)
-    try:
-        registry = TokenRegistry(store, SystemClock())
-        return {role.value: registry.create(f"{role.value}-token", role) for role in Role}
-    finally:
-        store.close()
 
 
 class TestWithTokens:
