@@ -88,17 +88,25 @@ def conform(frame: Frame, signature: ModelSignature) -> Frame:
         raise _invalid("the request holds no rows", "datum")
     if not signature.inputs:
         return frame
-    if frame.blocks:
-        plan = _plan(signature, frame)
-        if plan is not None:
-            conformed = plan.apply(frame)
-            if conformed is not None:
-                return conformed
+    conformed = conform_by_plan(frame, signature)
+    if conformed is not None:
+        return conformed
     absent = [spec for spec in signature.inputs if spec.name not in frame]
     if absent:
         _check_absent(frame, signature, absent)
     columns = {spec.name: _input_column(frame, spec) for spec in signature.inputs}
     return Frame(columns, frame.configs)
+
+
+def conform_by_plan(frame: Frame, signature: ModelSignature) -> Frame | None:
+    """`conform(frame, signature)` when the frame's layout has a matrix plan (see
+    `_MatrixPlan`) and no value needs a look; None otherwise, and then `conform` decides,
+    naming the field at fault. Its work is elementwise: the rows of frames stacked together
+    conform as each frame's own rows would."""
+    if not frame.blocks or not signature.inputs or frame.n_rows == 0:
+        return None
+    plan = _plan(signature, frame)
+    return None if plan is None else plan.apply(frame)
 
 
 def _check_absent(frame: Frame, signature: ModelSignature, absent: Sequence[FeatureSpec]) -> None:

@@ -23,7 +23,7 @@ from forestflow.control.telemetry import (
 )
 from forestflow.domain.fqrv import FQRV
 from forestflow.domain.frame import Frame, Layout
-from forestflow.domain.signature import ModelSignature, conform
+from forestflow.domain.signature import ModelSignature, conform, conform_by_plan
 from forestflow.errors import ForestFlowError, ModelFailedError, UnknownServable
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy
 from forestflow.serving import heap
@@ -59,35 +59,63 @@ def _predict(
 def _score_batch(
     fqrv: FQRV, model: LoadedModel, frames: list[Frame], *, log_failures: bool = True
 ) -> list[Outcome]:
-    """Each frame's prediction or error; frames that conform alike share one model call."""
+    """Each frame's prediction or error; frames that conform alike share one model call.
+
+    Frames of one layout are stacked and conformed at once where no value needs a look
+    (`conform_by_plan`); the others are conformed one by one, so that an error names the
+    field of its own frame, and then grouped by what they conformed to.
+    """
     if len(frames) == 1:
         return [
             _outcome(functools.partial(_score, log_failures=log_failures), fqrv, model, frames[0])
         ]
-    outcomes: list[Outcome] = [_outcome(conform, frame, model.signature) for frame in frames]
-    groups: dict[Layout, list[tuple[int, Frame]]] = {}
-    for index, outcome in enumerate(outcomes):
-        if isinstance(outcome, Frame):
-            groups.setdefault(shape_key(outcome), []).append((index, outcome))
-    for members in groups.values():
+    outcomes: list[Outcome] = list(frames)  # each replaced below
+    calls: list[tuple[list[int], Frame]] = []  # (frames' indexes, their conformed rows)
+    alone: dict[Layout, list[tuple[int, Frame]]] = {}
+    for indexes in _by_layout(frames):
+        together = None
+        if len(indexes) > 1 and all(frames[i].n_rows for i in indexes):
+            together = conform_by_plan(stack([frames[i] for i in indexes]), model.signature)
+        if together is not None:
+            calls.append((indexes, together))
+            continue
+        for index in indexes:
+            outcome = _outcome(conform, frames[index], model.signature)
+            outcomes[index] = outcome
+            if isinstance(outcome, Frame):
+                alone.setdefault(shape_key(outcome), []).append((index, outcome))
+    for members in alone.values():
         conformed = [frame for _, frame in members]
-        results = _predict_together(fqrv, model, conformed, log_failures=log_failures)
-        for (index, _), result in zip(members, results, strict=True):
+        rows = conformed[0] if len(conformed) == 1 else stack(conformed)
+        calls.append(([index for index, _ in members], rows))
+    for indexes, rows in calls:
+        sizes = [frames[index].n_rows for index in indexes]
+        results = _predict_together(fqrv, model, rows, sizes, log_failures=log_failures)
+        for index, result in zip(indexes, results, strict=True):
             outcomes[index] = result
     return outcomes
 
 
+def _by_layout(frames: list[Frame]) -> list[list[int]]:
+    """The indexes of `frames`, grouped by layout, in order of first appearance."""
+    groups: dict[Layout, list[int]] = {}
+    for index, frame in enumerate(frames):
+        groups.setdefault(frame.layout, []).append(index)
+    return list(groups.values())
+
+
 def _predict_together(
-    fqrv: FQRV, model: LoadedModel, conformed: list[Frame], *, log_failures: bool
+    fqrv: FQRV, model: LoadedModel, rows: Frame, sizes: list[int], *, log_failures: bool
 ) -> list[Outcome]:
-    """One model call for all of `conformed`; if it fails, one call each, so that only the
-    frame at fault fails."""
-    if len(conformed) > 1:
+    """One model call for the conformed `rows` of requests of `sizes` rows each; if it
+    fails, one call per request, so that only the request at fault fails."""
+    parts = [rows]
+    if len(sizes) > 1:
         with contextlib.suppress(Exception):
-            stacked = model.predict(stack(conformed))
-            return list(split(stacked, [frame.n_rows for frame in conformed]))
+            return list(split(model.predict(rows), sizes))
+        parts = split(rows, sizes)
     predict = functools.partial(_predict, log_failures=log_failures)
-    return [_outcome(predict, fqrv, model, frame) for frame in conformed]
+    return [_outcome(predict, fqrv, model, part) for part in parts]
 
 
 def _outcome(call: Callable[..., Frame], *args: Any) -> Outcome:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from forestflow.domain.frame import Frame, TensorType
+from forestflow.domain.frame import Block, Frame, TensorType
 from forestflow.domain.signature import FeatureSpec, ModelSignature
-from forestflow.errors import ModelFailedError
+from forestflow.errors import InferenceRequestInvalidError, ModelFailedError
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, parse_flavor
 from forestflow.flavors.mlflow_model import flavor_from_mlmodel
 from forestflow.serving.runner import InProcessRunner
@@ -180,6 +180,33 @@ class TestBatchFailures:
         # the first alone, the other five together, then one by one after that failed
         assert flavor.model.calls == [1, 5, 1, 1, 1, 1, 1]
         assert runner.batch_stats(fqrv).largest == 5
+
+    async def test_matrix_requests_conform_together_and_one_with_a_gap_fails_alone(
+        self, tmp_path: Path
+    ) -> None:
+        # requests as the BASIC and Open Inference routes build them: one matrix each
+        flavor = PickyFlavor()
+        scheduler = WorkScheduler(workers=1, shadow_queue_size=0, max_shadow_workers=1)
+        runner = InProcessRunner(scheduler, max_batch_size=64)
+        fqrv = make_fqrv("v1")
+        await runner.start(fqrv, flavor, tmp_path)
+        values = [1.0, 2.0, 3.0, np.nan, 5.0, 6.0]
+        frames = [Frame.of_blocks((Block(("x",), np.array([[v]])),)) for v in values]
+        try:
+            outcomes = await asyncio.gather(
+                *(runner.predict(fqrv, frame) for frame in frames), return_exceptions=True
+            )
+            alone = await asyncio.gather(runner.predict(fqrv, frames[3]), return_exceptions=True)
+        finally:
+            scheduler.close()
+
+        assert isinstance(outcomes[3], InferenceRequestInvalidError)
+        assert str(outcomes[3]) == str(alone[0])
+        assert outcomes[3].field == "x"
+        good = [o for i, o in enumerate(outcomes) if i != 3]
+        assert [o["y"].tolist() for o in good] == [[2.0], [4.0], [6.0], [10.0], [12.0]]
+        # the first alone; the four good ones that waited behind it in one call
+        assert flavor.model.calls == [1, 4]
 
 
 class TestPerServableBatchSize:
