@@ -49,6 +49,28 @@ class PredictionEvent:
     """The first row's key (`record_key`); None when the servable has no `keyFeatures`."""
     row_keys: RowKeys | None = None
     """What each row's key is made of (`RowKeys.of`); None: every row has `key`."""
+    shared_request: SharedRequest | None = None
+    """`request`'s part of the record, encoded once for every event of the same request
+    (the served prediction's and each shadow's); None: encoded for this event alone."""
+
+
+class SharedRequest:
+    """The `request` part of a record (features and configs), encoded when first asked for
+    and then kept: the events of one request — the served prediction and each shadow's —
+    encode the request's rows once between them, on the emitter's thread."""
+
+    __slots__ = ("_fragment", "frame")
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+        self._fragment: orjson.Fragment | None = None
+
+    def fragment(self) -> orjson.Fragment:
+        """The encoded JSON, for `orjson.dumps` to copy into a record as it is."""
+        if self._fragment is None:
+            encoded = orjson.dumps(_request_json(self.frame), option=orjson.OPT_SERIALIZE_NUMPY)
+            self._fragment = orjson.Fragment(encoded)
+        return self._fragment
 
 
 class RowKeys:
@@ -137,7 +159,9 @@ class EncodedEvent:
 
 def encode_record(event: PredictionEvent) -> bytes:
     """`event_record(event)` as compact UTF-8 JSON; raises if a value has no JSON form."""
-    return orjson.dumps(event_record(event), option=orjson.OPT_SERIALIZE_NUMPY)
+    shared = event.shared_request
+    request = _request_json(event.request) if shared is None else shared.fragment()
+    return orjson.dumps(_record(event, request), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def encode_event(event: PredictionEvent) -> EncodedEvent:
@@ -175,6 +199,14 @@ def _key_part(value: Any) -> str:
 
 def event_record(event: PredictionEvent) -> dict[str, Any]:
     """The event as JSON-ready data in schema `SCHEMA_VERSION` (columnar features/prediction)."""
+    return _record(event, _request_json(event.request))
+
+
+def _request_json(request: Frame) -> dict[str, Any]:
+    return {"features": _columns(request), "configs": dict(request.configs)}
+
+
+def _record(event: PredictionEvent, request: Any) -> dict[str, Any]:
     return {
         "schemaVersion": SCHEMA_VERSION,
         "fqrv": _fqrv_json(event.fqrv),
@@ -183,10 +215,7 @@ def event_record(event: PredictionEvent) -> dict[str, Any]:
         "latencyMS": round(event.latency_ms, 3),
         "key": event.key,
         "rowKeys": event_row_keys(event),
-        "request": {
-            "features": _columns(event.request),
-            "configs": dict(event.request.configs),
-        },
+        "request": request,
         "prediction": _columns(event.prediction),
     }
 

@@ -18,7 +18,7 @@ from forestflow.domain.frame import Frame
 from forestflow.domain.settings import LogLevel
 from forestflow.domain.signature import check_complete
 from forestflow.errors import ForestFlowError, ModelFailedError, NoActiveServablesForContract
-from forestflow.predictionlog.events import PredictionEvent, RowKeys
+from forestflow.predictionlog.events import PredictionEvent, RowKeys, SharedRequest
 from forestflow.predictionlog.sinks import PredictionSink
 from forestflow.serving.failure_log import FailureLog
 
@@ -81,8 +81,9 @@ class InferenceService:
         seconds = time.perf_counter() - started
         servable.counters.scored()
         servable.counters.requests.served.succeeded(seconds)
-        self._log(servable, frame, prediction, seconds, served=True)
-        self._fan_out(route, fqrv, frame)
+        request = SharedRequest(frame)  # logged once for the served and shadow events
+        self._log(servable, request, prediction, seconds, served=True)
+        self._fan_out(route, fqrv, request)
         return Scored(fqrv, prediction)
 
     async def score_servable(self, fqrv: FQRV, frame: Frame) -> Scored:
@@ -101,7 +102,7 @@ class InferenceService:
         requests.succeeded(time.perf_counter() - started)
         return Scored(fqrv, prediction)
 
-    def _fan_out(self, route: ContractRoute, served: FQRV, frame: Frame) -> None:
+    def _fan_out(self, route: ContractRoute, served: FQRV, request: SharedRequest) -> None:
         for shadow in route.shadow_candidates:
             if shadow.fqrv == served:
                 continue
@@ -114,13 +115,17 @@ class InferenceService:
                 shadow: ServableRoute = shadow,
                 started: float = time.perf_counter(),
             ) -> None:
-                self._shadow_done(shadow, frame, future, started)
+                self._shadow_done(shadow, request, future, started)
 
-            if not self._runner.submit_shadow(shadow.fqrv, frame, done):
+            if not self._runner.submit_shadow(shadow.fqrv, request.frame, done):
                 shadow.counters.shadow_dropped_once()
 
     def _shadow_done(
-        self, shadow: ServableRoute, frame: Frame, future: asyncio.Future[Any], started: float
+        self,
+        shadow: ServableRoute,
+        request: SharedRequest,
+        future: asyncio.Future[Any],
+        started: float,
     ) -> None:
         if future.cancelled():  # shut down before it ran: not the model's failure
             return
@@ -133,7 +138,7 @@ class InferenceService:
             return
         shadow.counters.shadowed()
         shadow.counters.requests.shadow.succeeded(seconds)
-        self._log(shadow, frame, future.result(), seconds, served=False)
+        self._log(shadow, request, future.result(), seconds, served=False)
 
     def _sampled(self, servable: ServableRoute) -> bool:
         if servable.logging.log_level is LogLevel.SAMPLE:
@@ -143,7 +148,7 @@ class InferenceService:
     def _log(
         self,
         servable: ServableRoute,
-        frame: Frame,
+        request: SharedRequest,
         prediction: Frame,
         seconds: float,
         *,
@@ -156,16 +161,17 @@ class InferenceService:
         if served and level is LogLevel.SAMPLE and not self._sampled(servable):
             return
         # each row's key is built off the serving path, when the emitter's thread needs it
-        keys = RowKeys.of(servable.logging, frame)
+        keys = RowKeys.of(servable.logging, request.frame)
         event = PredictionEvent(
             fqrv=servable.fqrv,
             served_request=served,
             timestamp_ms=self._clock.now_ms(),
-            request=frame,
+            request=request.frame,
             prediction=prediction,
             latency_ms=seconds * 1000,
             key=None if keys is None else keys.first(),
             row_keys=keys,
+            shared_request=request,
         )
         self._sink.emit(event)
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from forestflow.domain.frame import Block, Frame
@@ -11,6 +13,8 @@ from forestflow.domain.settings import LoggingSettings
 from forestflow.predictionlog.events import (
     PredictionEvent,
     RowKeys,
+    SharedRequest,
+    encode_record,
     event_record,
     event_row_keys,
     record_key,
@@ -170,3 +174,27 @@ class TestFeaturesHeldInMatrices:
             for values in from_blocks.values()
             for v in values
         )
+
+
+class TestARequestSharedByItsEvents:
+    """The served event and each shadow's carry one `SharedRequest`: the request's part of
+    the record is encoded once, and every record reads as if encoded alone."""
+
+    def test_each_record_is_what_its_event_encodes_to_alone(self) -> None:
+        request = Frame.of_blocks(
+            (Block(("x", "y"), np.array([[1.5, math.nan], [3.25, -4.0]])),), {"region": "north"}
+        )
+        shared = SharedRequest(request)
+        events = [
+            replace(event_of(request, None, None), fqrv=make_fqrv(release), shared_request=shared)
+            for release in ("v1", "v2", "v3")
+        ]
+
+        for event in events:
+            alone = replace(event, shared_request=None)
+            assert orjson.loads(encode_record(event)) == orjson.loads(encode_record(alone))
+            assert orjson.loads(encode_record(event)) == event_record(alone)
+
+    def test_the_request_is_encoded_once(self) -> None:
+        shared = SharedRequest(make_frame(x=[1.0, 2.0]))
+        assert shared.fragment() is shared.fragment()
