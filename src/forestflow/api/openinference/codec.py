@@ -73,6 +73,10 @@ def to_frame(request: InferRequest, layout: InputLayout) -> Frame:
     """
     if not request.inputs:
         raise invalid("the request has no input tensors", "inputs")
+    if len(request.inputs) == 1:  # the common case: one tensor, one block, no name twice
+        names, matrix = _layout(request.inputs[0], layout, "inputs[0]")
+        if matrix.dtype != object:
+            return Frame.of_blocks((Block(names, matrix),), request.configs)
     specs = layout.specs
     parts: list[Block | dict[str, Column]] = []
     seen: set[str] = set()

@@ -90,10 +90,12 @@ def datatype_name(datatype: Any, field: str) -> str:
 
 def element_count(shape: Any, field: str) -> tuple[tuple[int, ...], int]:
     """The shape as a tuple of non-negative ints, and its element count."""
-    if not isinstance(shape, Sequence) or isinstance(shape, str | bytes):
+    if type(shape) is not list and (
+        not isinstance(shape, Sequence) or isinstance(shape, str | bytes)
+    ):
         raise invalid("expected an array of dimensions", field)
     dims = tuple(shape)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+    if not all(type(d) is int and d >= 0 for d in dims):  # a bool is no dimension
         raise invalid(f"dimensions must be integers >= 0, got {list(dims)}", field)
     return dims, math.prod(dims)
 

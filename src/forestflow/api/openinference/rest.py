@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -201,16 +202,20 @@ def decode_body(headers: Mapping[str, str], raw: bytes) -> RestInferRequest:
     return parse_infer(*split_binary(raw, header_length.strip()))
 
 
+JSON_HEADERS: Mapping[str, str] = MappingProxyType({"content-type": "application/json"})
+"""The headers of a JSON answer (one shared, read-only mapping)."""
+
+
 async def answer_infer(
     catalog: ModelCatalog, model_name: str, model_version: str, decoded: RestInferRequest
-) -> tuple[bytes, dict[str, str]]:
+) -> tuple[bytes, Mapping[str, str]]:
     """Score a decoded request; the response body and its headers (JSON, or the JSON header
     and binary outputs)."""
     result = await catalog.infer(model_name, model_version, decoded.request)
     header, blobs = infer_response(result, decoded)
     head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
-        return head, {"content-type": "application/json"}
+        return head, JSON_HEADERS
     content = b"".join([head, *blobs])
     return content, {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
 

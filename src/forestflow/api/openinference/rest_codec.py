@@ -65,7 +65,7 @@ def parse_infer(body: Any, binary: bytes = b"") -> RestInferRequest:
     """Decode an inference request body; errors name the field path."""
     if not isinstance(body, dict):
         raise invalid("expected a JSON object with 'inputs'")
-    unknown = set(body) - {"id", "parameters", "inputs", "outputs"}
+    unknown = body.keys() - _REQUEST_FIELDS
     if unknown:
         raise invalid("unknown field; allowed: id, parameters, inputs, outputs", min(unknown))
     parameters = _object(body.get("parameters"), "parameters")
@@ -74,14 +74,19 @@ def parse_infer(body: Any, binary: bytes = b"") -> RestInferRequest:
     if not isinstance(inputs, list) or not inputs:
         raise invalid("expected a non-empty array of tensors", "inputs")
     chunks = _Chunks(binary)
-    tensors = tuple(_input(tensor, f"inputs[{i}]", chunks) for i, tensor in enumerate(inputs))
+    tensors = tuple([_input(tensor, f"inputs[{i}]", chunks) for i, tensor in enumerate(inputs)])
     chunks.check_consumed()
     wanted, binary_outputs = _outputs(body.get("outputs"))
     request_id = body.get("id", "")
     if not isinstance(request_id, str):
         raise invalid("expected a string", "id")
-    request = InferRequest(tensors, configs_of(parameters), wanted, request_id)
-    return RestInferRequest(request, frozenset(binary_outputs), binary_by_default)
+    configs = configs_of(parameters) if parameters else {}
+    request = InferRequest(tensors, configs, wanted, request_id)
+    return RestInferRequest(request, binary_outputs, binary_by_default)
+
+
+_REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
+_NO_OUTPUTS: tuple[None, frozenset[str]] = (None, frozenset())
 
 
 def _object(value: Any, field: str) -> dict[str, Any]:
@@ -128,8 +133,10 @@ def _input(tensor: Any, field: str, chunks: _Chunks) -> InputTensor:
         raise invalid("expected a non-empty string", f"{field}.name")
     datatype = datatype_name(tensor.get("datatype"), f"{field}.datatype")
     shape, count = element_count(tensor.get("shape"), f"{field}.shape")
-    parameters = _object(tensor.get("parameters"), f"{field}.parameters")
-    if "binary_data_size" in parameters:
+    parameters = tensor.get("parameters")
+    if parameters is not None:
+        parameters = _object(parameters, f"{field}.parameters")
+    if parameters and "binary_data_size" in parameters:
         raw = chunks.take(parameters["binary_data_size"], f"{field}.parameters.binary_data_size")
         return InputTensor(name, datatype, shape, from_raw(raw, datatype, count, f"{field}.data"))
     data = tensor.get("data")
@@ -214,9 +221,9 @@ def _cast(array: Column, dtype: np.dtype[Any], datatype: str, field: str) -> Col
     return cast
 
 
-def _outputs(outputs: Any) -> tuple[tuple[str, ...] | None, set[str]]:
+def _outputs(outputs: Any) -> tuple[tuple[str, ...] | None, frozenset[str]]:
     if outputs is None:
-        return None, set()
+        return _NO_OUTPUTS
     if not isinstance(outputs, list):
         raise invalid("expected an array of {name, parameters}", "outputs")
     names: list[str] = []
@@ -236,7 +243,7 @@ def _outputs(outputs: Any) -> tuple[tuple[str, ...] | None, set[str]]:
         if parameters.get("binary_data") is True:
             binary.add(name)
         names.append(name)
-    return tuple(names), binary
+    return tuple(names), frozenset(binary)
 
 
 def infer_response(

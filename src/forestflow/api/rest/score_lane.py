@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forestflow.api.openinference.models import ModelCatalog
 from forestflow.api.openinference.rest import (
     HEADER_LENGTH,
+    JSON_HEADERS,
     MODEL,
     VERSION,
     answer_infer,
@@ -208,10 +209,14 @@ class ScoreLane:
             log.exception("POST %s failed unexpectedly", scope["path"])
             status, body = 500, orjson.dumps({"error": INTERNAL_MESSAGE})
             answer_headers = {"content-type": "application/json"}
-        encoded = [
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in answer_headers.items()
-        ]
+        encoded = (
+            [_JSON_HEADERS]
+            if answer_headers is JSON_HEADERS
+            else [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in answer_headers.items()
+            ]
+        )
         await _send(send, status, body, encoded)
         return status
 
