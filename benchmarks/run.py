@@ -1,6 +1,7 @@
 """`make bench`: every server, both models, each load point; one table, also in docs/performance.md.
 
 .venv/bin/python -m benchmarks.run [--duration 8] [--only SUBSTRING] [--models GB,LR]
+    [--pair-rounds 5]
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks import envs, servers
+from benchmarks import envs, pairs, servers
+from benchmarks.answers import request_bodies, verify
 from benchmarks.forestflow_server import forestflow
 from benchmarks.load import run_wrk
 from benchmarks.models import ReferenceModel, build
 from benchmarks.report import Row, markdown
-from benchmarks.servers import RunningServer, ServerSpec, http
+from benchmarks.servers import RunningServer, ServerSpec
 
 HERE = Path(__file__).parent
 WORK = HERE / ".work"
@@ -53,6 +53,30 @@ def specs(model: ReferenceModel) -> list[ServerSpec]:
     return line
 
 
+def pair_specs(model: ReferenceModel) -> list[tuple[str, ServerSpec, ServerSpec, bool]]:
+    """The comparisons measured alternately (`benchmarks.pairs`): what, reference, variant,
+    and whether the variant is the reference server on another route."""
+    line = [
+        (
+            "Open Inference REST vs BASIC (ONNX, FULL; one server)",
+            forestflow(model, "onnx", "FULL"),
+            forestflow(model, "onnx", "FULL", v2=True),
+            True,
+        )
+    ]
+    if model.name == "GB":
+        line.insert(
+            0,
+            (
+                "two FULL shadows vs none (sklearn, FULL)",
+                forestflow(model, "sklearn", "FULL"),
+                forestflow(model, "sklearn", "FULL", shadows=2),
+                False,
+            ),
+        )
+    return line
+
+
 def ensure_wrk() -> None:
     if shutil.which("wrk"):
         return
@@ -74,34 +98,11 @@ def install_envs() -> dict[str, str]:
     return failed
 
 
-def _bodies(model: ReferenceModel, spec: ServerSpec, scratch: Path) -> dict[int, Path]:
-    bodies = {}
-    for n in (1, 32):
-        path = scratch / f"body-{n}.json"
-        path.write_bytes(spec.protocol.encode(model.rows[:n]))
-        bodies[n] = path
-    return bodies
-
-
-def verify(server: RunningServer, bodies: dict[int, Path]) -> None:
-    """Raise unless the server answers the bodies as the model does in process."""
-    spec = server.spec
-    for n, body in bodies.items():
-        rows = spec.model.rows[:n]
-        want = (
-            spec.model.predict(rows) if spec.runtime == "sklearn" else spec.model.predict_onnx(rows)
-        )
-        got = spec.protocol.decode(http("POST", server.base + spec.score_path, body.read_bytes()))
-        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-3):
-            diff = np.abs(got - want).max() if got.shape == want.shape else got.shape
-            raise RuntimeError(f"wrong answers for {n} rows (max difference {diff})")
-
-
 def measure(spec: ServerSpec, points: list[tuple[int, int]], duration: float) -> list[Row]:
     """Start, deploy, verify, warm up and load one server; a row per point."""
     rows = [Row(spec.label, spec.model.name, c, n) for c, n in points]
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
-    bodies = _bodies(spec.model, spec, scratch)
+    bodies = request_bodies(spec, scratch)
     server = None
     try:
         server = RunningServer(spec, scratch)
@@ -131,13 +132,16 @@ def measure(spec: ServerSpec, points: list[tuple[int, int]], duration: float) ->
     return rows
 
 
-def write_doc(table: str, command: str, started: datetime.datetime, minutes: float) -> None:
+def write_doc(
+    table: str, paired: str, command: str, started: datetime.datetime, minutes: float
+) -> None:
     template = (HERE / "performance_template.md").read_text()
     DOC.write_text(
         template.format(
             date=started.strftime("%Y-%m-%d"),
             command=command,
             table=table,
+            pairs=paired,
             minutes=f"{minutes:.0f}",
         )
     )
@@ -152,6 +156,12 @@ def main() -> None:
         help="only servers whose label contains one of these (comma-separated)",
     )
     parser.add_argument("--models", default="GB,LR")
+    parser.add_argument(
+        "--pair-rounds",
+        type=int,
+        default=5,
+        help="rounds of each paired comparison (0: none)",
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args()
     started, t0 = datetime.datetime.now(), time.monotonic()
@@ -161,9 +171,9 @@ def main() -> None:
     print("building the reference models", flush=True)
     models = build(WORK / "models")
     rows: list[Row] = []
+    wanted = [w.lower() for w in args.only.split(",") if w]
     for name in args.models.split(","):
         for spec in specs(models[name]):
-            wanted = [w.lower() for w in args.only.split(",") if w]
             if wanted and not any(w in spec.label.lower() for w in wanted):
                 continue
             print(f"{spec.label} · {name}", flush=True)
@@ -172,13 +182,32 @@ def main() -> None:
                 rows += [Row(spec.label, name, c, n, problem=problem) for c, n in POINTS[name]]
                 continue
             rows += measure(spec, POINTS[name], args.duration)
-    table = markdown(rows)
+    compared: list[pairs.Pair] = []
+    for name in args.models.split(",") if args.pair_rounds > 0 else []:
+        for what, reference, variant, same in pair_specs(models[name]):
+            if wanted and not any(w in variant.label.lower() for w in wanted):
+                continue
+            print(f"paired: {what} · {name}", flush=True)
+            compared.append(
+                pairs.compare(
+                    what,
+                    reference,
+                    variant,
+                    args.pair_rounds,
+                    args.duration,
+                    WORK,
+                    same_server=same,
+                )
+            )
+    table, paired = markdown(rows), pairs.markdown(compared)
     print(table)
-    (WORK / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    print(paired)
+    results = {"rows": [asdict(r) for r in rows], "pairs": [asdict(p) for p in compared]}
+    (WORK / "results.json").write_text(json.dumps(results, indent=1))
     if not args.no_doc:
         extra = " ".join(sys.argv[1:])
         command = "make bench" + (f" BENCH_ARGS='{extra}'" if extra else "")
-        write_doc(table, command, started, (time.monotonic() - t0) / 60)
+        write_doc(table, paired, command, started, (time.monotonic() - t0) / 60)
 
 
 if __name__ == "__main__":
