@@ -123,6 +123,8 @@ class App:
         # the latest events, for GET /prediction-log/events and the dashboard
         self.events = RingSink()
         self.sink = PredictionEmitter([*self.sinks.values(), self.feedback, self.events])
+        # shadow events are encoded on the emitter's thread: their CPU counts for shadows
+        self.scheduler.budget.meter(lambda: self.sink.shadow_cpu_seconds)
         self.control = ControlPlane(
             store=self.store,
             runner=self.runner,

@@ -93,11 +93,12 @@ class SchedulingSettings(_Group):
         description="Queued shadow requests to one servable scored in one model call at most.",
     )
     shadow_time_share: float = Field(
-        0.3,
+        0.1,
         gt=0,
         le=1,
-        description="Share of the time shadow model calls may take while served requests "
-        "are being scored (1: no limit); idle, shadows use every free worker.",
+        description="Share of the CPU time shadow work may take (its model calls, counting "
+        "and logging), besides the CPU the process leaves idle (1: no limit); shadow "
+        "requests beyond it are dropped at once and counted.",
     )
 
     @property

@@ -15,6 +15,9 @@ What takes time per row is done on the emitter's thread, never on the serving pa
 record with the key of each row of the request (`rowKeys`, built once per event by its
 `RowKeys` and shared by the record and the feedback joiner's entries per key).
 
+The CPU time the thread spends on shadow requests' events is counted
+(`shadow_cpu_seconds`): the scheduler's shadow budget charges it to shadow work.
+
 `emit` holds a lock for O(1) (an append to a bounded buffer) and signals the thread only
 when it is parked, not once per event. A full buffer (the thread cannot keep up), a closed
 emitter or an event without a JSON form drops the event: it is counted in the emitter's
@@ -33,6 +36,7 @@ import collections
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -82,6 +86,7 @@ class PredictionEmitter(PredictionSink):
         self._closed = self._abandoned = False
         self._thread: threading.Thread | None = None
         self._warned_encoding = False
+        self._shadow_cpu = 0.0
 
     def emit(self, event: PredictionEvent) -> None:
         """Give `event` to the `emit` sinks and buffer it for the others; never blocks."""
@@ -203,11 +208,18 @@ class PredictionEmitter(PredictionSink):
             batch, self._buffer = self._buffer, collections.deque()
             return batch
 
+    @property
+    def shadow_cpu_seconds(self) -> float:
+        """CPU time this thread spent on shadow requests' events so far (each slice's time
+        shared among its events), for the shadow budget."""
+        return self._shadow_cpu
+
     def _deliver(self, batch: collections.deque[PredictionEvent]) -> None:
         # in slices, each after a `catch_up`: what feedback joins need is never further
         # behind than one slice, however long the whole batch takes to encode
         events = list(batch)
         for start in range(0, max(len(events), 1), DELIVERY_SLICE):
+            started = time.thread_time()
             for sink in self._direct:
                 _guarded(sink.catch_up, sink)
             part = events[start : start + DELIVERY_SLICE]
@@ -218,6 +230,9 @@ class PredictionEmitter(PredictionSink):
                 _guarded(functools.partial(sink.write_encoded, records), sink)
             with self._lock:
                 self._written += len(records)
+            shadows = sum(1 for event in part if not event.served_request)
+            if shadows:  # one writer: this thread; readers see the old or the new total
+                self._shadow_cpu += (time.thread_time() - started) * shadows / len(part)
 
     def _encode(self, batch: list[PredictionEvent]) -> list[EncodedEvent]:
         records: list[EncodedEvent] = []

@@ -3,17 +3,21 @@
 Served work goes straight to the pool. Shadow work waits in a bounded queue and is
 handed to the pool only when a worker is idle and fewer than `max_shadow_workers`
 shadow jobs run, so at least one worker is always free for served traffic (when the
-pool has more than one). When the shadow queue is full, new shadow work is dropped and
-counted; served work is never dropped.
+pool has more than one). Served work is never dropped.
 
 Shadow work offered as a `ShadowBatch` item (one servable's request) is batched: when a
 worker takes it, it also takes the requests queued for the same servable, up to
 `max_shadow_batch`, and runs them in one call. Servables take turns.
 
-While served work runs, shadow calls may take only `shadow_time_share` of the time (a
-`ShadowBudget`): with one interpreter lock, a shadow call on its own thread would
-otherwise take about as much of the CPU as all served work together. When no served work
-runs, shadow work runs whenever a worker is free.
+A `ShadowBudget` decides at the door which shadow requests are taken: shadow work may use
+`shadow_time_share` of the CPU time, plus whatever CPU the process leaves idle. What a
+shadow request costs is measured where it is spent: the CPU time of its model call (on
+the worker), of its completion on the event loop (counting and logging it), and of its
+prediction event on the emitter's thread (a meter). A request offered while the budget is
+spent, or while the queue is full, is dropped at once and counted: a drop costs almost
+nothing, whereas a request held back in the queue keeps its objects alive and is scored
+anyway. With one interpreter lock, shadow work on its own threads would otherwise take
+about as much of the CPU as all served work together.
 """
 
 from __future__ import annotations
@@ -50,32 +54,64 @@ _Queued = tuple[Callable[[], Any] | ShadowBatch, ShadowDone]
 
 
 class ShadowBudget:
-    """Wall time shadow calls may take: `share` of the time passing, with a reserve of at
-    most `reserve_s` (a token bucket filled at `share` seconds per second). A call may start
-    while the reserve is positive; its duration is paid after it ends, so the reserve may go
-    negative, down to `-reserve_s`."""
+    """CPU time shadow work may take: `share` of the time passing, plus the time the
+    process leaves idle, with a reserve of at most `reserve_s` (a token bucket).
+
+    A shadow request may be taken while the reserve is positive; what it costs is paid
+    after (`spend`, and the `meter`s: cumulative CPU seconds spent on shadow work
+    elsewhere, read when the reserve is refilled), so the reserve may go negative, down to
+    `-reserve_s`. Idle time is the wall time the process did not use the CPU
+    (`cpu_clock`: its CPU time), counted for one core: a process that runs Python on more
+    than one core at once has no idle time here. The reserve is refilled at most once per
+    `REFILL_S`.
+    """
+
+    REFILL_S = 0.001
 
     def __init__(
-        self, share: float, *, reserve_s: float = 0.05, clock: Callable[[], float] = time.monotonic
+        self,
+        share: float,
+        *,
+        reserve_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self.share = share
         self.reserve_s = reserve_s
         self._clock = clock
+        self._cpu_clock = cpu_clock
         self._reserve = reserve_s
         self._at = clock()
+        self._cpu_at = cpu_clock()
+        self._meters: list[tuple[Callable[[], float], list[float]]] = []
+
+    def meter(self, spent: Callable[[], float]) -> None:
+        """Also charge what `spent()` (cumulative CPU seconds of shadow work) grows by."""
+        self._meters.append((spent, [spent()]))
 
     def allows(self) -> bool:
-        """Whether a shadow call may start now."""
+        """Whether a shadow request may be taken now."""
         return self.share >= 1 or self._refilled() > 0
 
     def spend(self, seconds: float) -> None:
-        """Pay for a shadow call that took `seconds`."""
-        self._reserve = max(-self.reserve_s, self._refilled() - seconds)
+        """Pay for shadow work that took `seconds` of CPU."""
+        self._reserve = max(-self.reserve_s, self._reserve - seconds)
 
     def _refilled(self) -> float:
         now = self._clock()
-        self._reserve = min(self.reserve_s, self._reserve + (now - self._at) * self.share)
-        self._at = now
+        elapsed = now - self._at
+        if elapsed < self.REFILL_S:
+            return self._reserve
+        cpu = self._cpu_clock()
+        idle = max(0.0, elapsed - (cpu - self._cpu_at))
+        spent = 0.0
+        for read, last in self._meters:
+            total = read()
+            spent += total - last[0]
+            last[0] = total
+        self._at, self._cpu_at = now, cpu
+        reserve = self._reserve + elapsed * self.share + idle - spent
+        self._reserve = min(self.reserve_s, max(-self.reserve_s, reserve))
         return self._reserve
 
 
@@ -102,12 +138,12 @@ class WorkScheduler:
         max_shadow_batch: int = 1,
         shadow_time_share: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self.workers = max(1, workers)
         self.max_shadow_workers = max(1, min(max_shadow_workers, self.workers))
         self._max_shadow_batch = max(1, max_shadow_batch)
-        self._clock = clock
-        self.budget = ShadowBudget(shadow_time_share, clock=clock)
+        self.budget = ShadowBudget(shadow_time_share, clock=clock, cpu_clock=cpu_clock)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="forestflow-model")
         # one queue per key (a servable, or a job of its own), and the keys in turn order
         self._queues: dict[Hashable, collections.deque[_Queued]] = {}
@@ -128,11 +164,12 @@ class WorkScheduler:
             self._dispatch_shadow(loop)
 
     def offer_shadow(self, job: Callable[[], Any] | ShadowBatch, done: ShadowDone) -> bool:
-        """Queue a shadow job; False (and a counted drop) when the shadow queue is full.
+        """Queue a shadow job; False (and a counted drop) when the shadow queue is full or
+        the shadow budget is spent.
 
         `done` is called on the event loop with the job's finished future.
         """
-        if self.stats.shadow_queued >= self._shadow_queue_size:
+        if self.stats.shadow_queued >= self._shadow_queue_size or not self.budget.allows():
             self.stats.shadow_dropped += 1
             return False
         key = job.key if isinstance(job, ShadowBatch) else object()
@@ -153,14 +190,12 @@ class WorkScheduler:
             first = taken[0][0]
             if isinstance(first, ShadowBatch):
                 items = [job.item for job, _ in taken]  # type: ignore[union-attr]
-                future = loop.run_in_executor(self._pool, first.run, items)
+                future = loop.run_in_executor(self._pool, _on_cpu_clock, first.run, items)
             else:
-                future = loop.run_in_executor(self._pool, first)
+                future = loop.run_in_executor(self._pool, _on_cpu_clock, first)
             dones = [done for _, done in taken]
             batched = isinstance(first, ShadowBatch)
-            callback = functools.partial(
-                self._shadow_finished, loop, dones=dones, batched=batched, started=self._clock()
-            )
+            callback = functools.partial(self._shadow_finished, loop, dones=dones, batched=batched)
             future.add_done_callback(callback)
 
     def _take_turn(self) -> list[_Queued]:
@@ -180,22 +215,20 @@ class WorkScheduler:
 
     def _has_room_for_shadow(self) -> bool:
         busy = self.stats.served_running + self.stats.shadow_running
-        if busy >= self.workers or self.stats.shadow_running >= self.max_shadow_workers:
-            return False
-        return not self.stats.served_running or self.budget.allows()
+        return busy < self.workers and self.stats.shadow_running < self.max_shadow_workers
 
     def _shadow_finished(
         self,
         loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
+        timed: asyncio.Future[tuple[Any, float]],
         *,
         dones: list[ShadowDone],
         batched: bool,
-        started: float,
     ) -> None:
-        self.budget.spend(self._clock() - started)
+        started = time.thread_time()
         self.stats.shadow_running -= 1
         self.stats.shadow_completed += len(dones)
+        future, call_cpu = _untimed(loop, timed)
         futures = _each_outcome(loop, future, len(dones)) if batched else [future]
         for done, each in zip(dones, futures, strict=True):
             try:
@@ -205,6 +238,7 @@ class WorkScheduler:
         self._dispatch_shadow(loop)
         if not self._turns and not self.stats.shadow_running:
             self._shadow_idle.set()
+        self.budget.spend(call_cpu + time.thread_time() - started)
 
     @property
     def shadow_queue_size(self) -> int:
@@ -236,6 +270,26 @@ class WorkScheduler:
         self._queues.clear()
         self._turns.clear()
         self.stats.shadow_queued = 0
+
+
+def _on_cpu_clock(call: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """`call(*args)` and the CPU time it took on this (worker) thread."""
+    started = time.thread_time()
+    result = call(*args)
+    return result, time.thread_time() - started
+
+
+def _untimed(
+    loop: asyncio.AbstractEventLoop, timed: asyncio.Future[tuple[Any, float]]
+) -> tuple[asyncio.Future[Any], float]:
+    """The job's own future (its result without the timing, or its failure) and the CPU
+    time its call took (0 when it failed or was cancelled)."""
+    if timed.cancelled() or timed.exception() is not None:
+        return timed, 0.0
+    result, cpu = timed.result()
+    future: asyncio.Future[Any] = loop.create_future()
+    future.set_result(result)
+    return future, cpu
 
 
 def _each_outcome(

@@ -39,15 +39,20 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 # The tests' own artifacts live in temporary directories and on loopback servers, and many
 # are pickles: a harness trusts them unless a test passes settings of its own.
-TRUSTING = {
+# The test and the app share one process, busy with the test's own requests: the shadow
+# budget would see no idle CPU and drop shadow requests that tests count one by one. It
+# is unlimited here; its own tests (test_scheduler.py, test_shadow_budget.py) set it.
+TEST_DEFAULTS = {
     "storage": {"local_roots": ["/"], "allow_private_hosts": True},
     "security": {"allow_unsafe_formats": True},
+    "scheduling": {"shadow_time_share": 1.0},
 }
 
 
 def with_test_defaults(settings: dict[str, Any]) -> dict[str, Any]:
-    """`settings` over `TRUSTING`, merged one level deep (a group given keeps the others)."""
-    merged = {group: dict(values) for group, values in TRUSTING.items()}
+    """`settings` over `TEST_DEFAULTS`, merged one level deep (a group given keeps the
+    others)."""
+    merged = {group: dict(values) for group, values in TEST_DEFAULTS.items()}
     for group, values in settings.items():
         if isinstance(values, dict) and group in merged:
             merged[group].update(values)

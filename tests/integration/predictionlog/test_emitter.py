@@ -264,6 +264,24 @@ class TestLifecycle:
         assert emitter.stats() == SinkStats(emitted=50, written=50, dropped=0)
 
 
+class TestShadowCpu:
+    async def test_only_shadow_events_are_counted_for_the_shadow_budget(
+        self, tmp_path: Path, emitter_factory: EmitterFactory
+    ) -> None:
+        emitter = await emitter_factory([FileSink(tmp_path / "predictions")])
+        for i in range(200):
+            emitter.emit(make_event(i))
+        assert await emitter.flush()
+        served_only = emitter.shadow_cpu_seconds
+
+        for i in range(200):
+            emitter.emit(make_event(i, served=False))
+        assert await emitter.flush()
+
+        assert served_only == 0.0
+        assert emitter.shadow_cpu_seconds > 0.0
+
+
 class TestSinksThatTakeEvents:
     async def test_they_get_each_event_at_once_on_the_callers_thread(
         self, emitter_factory: EmitterFactory

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -170,36 +171,60 @@ class TestShadowBatches:
         assert scheduler.stats.shadow_completed == 9
 
 
-class TestShadowTimeShare:
-    async def test_while_served_work_runs_shadows_wait_for_their_share_then_run(self) -> None:
-        now = [0.0]
-        scheduler = WorkScheduler(2, 10, 1, shadow_time_share=0.1, clock=lambda: now[0])
+class TestShadowBudget:
+    """Shadow work takes its share of the CPU (`shadow_time_share`); beyond it, shadow
+    requests are dropped at the door."""
+
+    async def test_over_budget_a_shadow_request_is_dropped_at_once(self) -> None:
+        busy = [0.0]  # the process uses all the time there is: no idle credit
+        scheduler = WorkScheduler(
+            2, 10, 1, shadow_time_share=0.1, clock=lambda: busy[0], cpu_clock=lambda: busy[0]
+        )
         try:
-            served, shadow = _Gate(), _Gate()
-            first = asyncio.ensure_future(scheduler.run(served.job))
-            await asyncio.to_thread(served.started.acquire, timeout=10)
-            scheduler.budget.spend(1.0)  # a long shadow call just ended: the reserve is spent
+            scheduler.budget.spend(1.0)  # costly shadow work just ended
 
-            assert scheduler.offer_shadow(shadow.job, _ignore)
-            held_back = scheduler.stats.shadow_running
-            now[0] += 1.0  # 1 s at 10% pays the debt back and refills the reserve
-            second = await scheduler.run(lambda: "served")  # its end dispatches the shadow
-            await asyncio.to_thread(shadow.started.acquire, timeout=10)
+            assert not scheduler.offer_shadow(lambda: "shadow", _ignore)
+            assert (scheduler.stats.shadow_dropped, scheduler.stats.shadow_queued) == (1, 0)
 
-            assert held_back == 0
-            assert second == "served"
-            assert scheduler.stats.shadow_running == 1
-            shadow.release.set()
-            served.release.set()
-            await first
+            busy[0] += 1.5  # 1.5 s at 10% pays the debt (at most 50 ms) back
+            gate = _Gate()
+            gate.release.set()
+            assert scheduler.offer_shadow(gate.job, _ignore)
             await scheduler.shadow_idle()
+            assert scheduler.stats.shadow_completed == 1
         finally:
             scheduler.close()
 
-    async def test_with_no_served_work_shadows_run_whatever_the_budget(self) -> None:
-        scheduler = WorkScheduler(2, 10, 1, shadow_time_share=0.01, clock=lambda: 0.0)
+    async def test_a_shadow_calls_cpu_time_is_charged(self) -> None:
+        frozen = [0.0]  # no time passes: nothing is refilled
+        scheduler = WorkScheduler(
+            2, 10, 1, shadow_time_share=0.1, clock=lambda: frozen[0], cpu_clock=lambda: 0.0
+        )
+
+        def costly() -> int:
+            started = time.thread_time()
+            spins = 0
+            while time.thread_time() - started < 0.06:  # more than the 50 ms reserve
+                spins += 1
+            return spins
+
+        try:
+            assert scheduler.offer_shadow(costly, _ignore)
+            await scheduler.shadow_idle()
+
+            assert not scheduler.offer_shadow(costly, _ignore)
+            assert scheduler.stats.shadow_dropped == 1
+        finally:
+            scheduler.close()
+
+    async def test_an_idle_process_takes_every_shadow_request(self) -> None:
+        now = [0.0]
+        scheduler = WorkScheduler(
+            2, 10, 1, shadow_time_share=0.01, clock=lambda: now[0], cpu_clock=lambda: 0.0
+        )
         try:
             scheduler.budget.spend(1.0)
+            now[0] += 0.06  # 60 ms without using the CPU: credited in full
             gate = _Gate()
             gate.release.set()
 

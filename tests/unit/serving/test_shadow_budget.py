@@ -1,4 +1,4 @@
-"""`ShadowBudget`: shadow calls take at most their share of the time while served work runs."""
+"""`ShadowBudget`: shadow work takes its share of the CPU, plus what the process leaves idle."""
 
 from __future__ import annotations
 
@@ -13,12 +13,26 @@ class Clock:
         return self.now
 
 
-def test_a_call_starts_while_the_reserve_lasts_and_pays_after() -> None:
+class Busy:
+    """A process that uses the CPU all the time: its CPU time follows the wall clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def __call__(self) -> float:
+        return self.clock.now
+
+
+def busy_budget(share: float, clock: Clock) -> ShadowBudget:
+    return ShadowBudget(share, reserve_s=0.05, clock=clock, cpu_clock=Busy(clock))
+
+
+def test_work_is_taken_while_the_reserve_lasts_and_paid_after() -> None:
     clock = Clock()
-    budget = ShadowBudget(0.25, reserve_s=0.05, clock=clock)
+    budget = busy_budget(0.25, clock)
 
     assert budget.allows()
-    budget.spend(0.2)  # a long call: the reserve goes negative, no lower than -reserve
+    budget.spend(0.2)  # costly work: the reserve goes negative, no lower than -reserve
     assert not budget.allows()
     clock.now += 0.3  # 0.3 s at 25% refills 0.075 s: from -0.05 to 0.025
     assert budget.allows()
@@ -26,20 +40,60 @@ def test_a_call_starts_while_the_reserve_lasts_and_pays_after() -> None:
     assert not budget.allows()
 
 
-def test_over_time_calls_take_their_share() -> None:
+def test_over_time_a_busy_process_gives_shadows_their_share() -> None:
     clock = Clock()
-    budget = ShadowBudget(0.25, reserve_s=0.05, clock=clock)
-    busy = 0.0
-    for _ in range(10_000):  # a 1 ms tick; a shadow call of 4 ms whenever allowed
+    budget = busy_budget(0.25, clock)
+    spent = 0.0
+    for _ in range(10_000):  # a 1 ms tick; 4 ms of shadow CPU whenever allowed
         if budget.allows():
             clock.now += 0.004
             budget.spend(0.004)
-            busy += 0.004
+            spent += 0.004
         else:
             clock.now += 0.001
     elapsed = clock.now - 100.0
 
-    assert 0.24 <= busy / elapsed <= 0.26
+    assert 0.24 <= spent / elapsed <= 0.26
+
+
+def test_the_time_an_idle_process_leaves_is_credited() -> None:
+    clock = Clock()
+    cpu = [0.0]  # the process uses no CPU at all
+    budget = ShadowBudget(0.01, reserve_s=0.05, clock=clock, cpu_clock=lambda: cpu[0])
+    budget.spend(0.05)
+    assert not budget.allows()
+
+    clock.now += 0.02  # 20 ms idle: 20 ms credited (and 0.2 ms of share)
+    assert budget.allows()
+
+    budget.spend(0.05)
+    cpu[0] += 0.02  # the next 20 ms fully busy: only the share comes back
+    clock.now += 0.02
+    assert not budget.allows()
+
+
+def test_what_a_meter_counts_is_charged() -> None:
+    clock = Clock()
+    budget = busy_budget(0.5, clock)
+    elsewhere = [3.0]  # CPU seconds spent on shadow work by another thread so far
+    budget.meter(lambda: elsewhere[0])
+
+    elsewhere[0] += 0.06  # it spent 60 ms: the 50 ms reserve and 10 ms more
+    clock.now += 0.002  # refilled by 1 ms
+    assert not budget.allows()
+    clock.now += 0.02  # 10 ms more at 50%: back above zero
+    assert budget.allows()
+
+
+def test_the_reserve_is_refilled_at_most_once_a_millisecond() -> None:
+    clock = Clock()
+    budget = busy_budget(0.5, clock)
+    budget.spend(0.0501)
+    for _ in range(10):
+        clock.now += 0.0001  # 0.1 ms steps add up; none is lost
+        budget.allows()
+    clock.now += 0.0001
+    assert budget.allows()  # 1.1 ms at 50%: 0.55 ms, more than the 0.1 ms owed
 
 
 def test_a_share_of_one_never_limits() -> None:
