@@ -65,7 +65,7 @@ integration: $(VENV)/.installed-test $(BIN)/git-lfs
 e2e: $(VENV)/.installed-test $(BIN)/git-lfs $(CHROMIUM)
 	$(TEST_ENV) $(BIN)/pytest -q tests/e2e
 
-## bench: ForestFlow against bare handlers, MLServer, KServe, LitServe and MLflow (~15 min);
+## bench: ForestFlow against bare handlers, MLServer, KServe, LitServe and MLflow (~20 min);
 ## writes docs/performance.md. BENCH_ARGS='--only KServe --duration 5' narrows a run.
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
