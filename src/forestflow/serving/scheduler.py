@@ -59,11 +59,12 @@ class ShadowBudget:
 
     A shadow request may be taken while the reserve is positive; what it costs is paid
     after (`spend`, and the `meter`s: cumulative CPU seconds spent on shadow work
-    elsewhere, read when the reserve is refilled), so the reserve may go negative, down to
-    `-reserve_s`. Idle time is the wall time the process did not use the CPU
-    (`cpu_clock`: its CPU time), counted for one core: a process that runs Python on more
-    than one core at once has no idle time here. The reserve is refilled at most once per
-    `REFILL_S`.
+    elsewhere, read when the reserve is refilled), so the reserve may go negative: a debt
+    paid back in full before the next request is taken (a 1 s shadow call at a share of
+    0.1 on a busy process holds the next one back 10 s). Idle time is the wall time the
+    process did not use the CPU (`cpu_clock`: its CPU time), counted for one core: a
+    process that runs Python on more than one core at once has no idle time here. The
+    reserve is refilled at most once per `REFILL_S`.
     """
 
     REFILL_S = 0.001
@@ -95,7 +96,7 @@ class ShadowBudget:
 
     def spend(self, seconds: float) -> None:
         """Pay for shadow work that took `seconds` of CPU."""
-        self._reserve = max(-self.reserve_s, self._reserve - seconds)
+        self._reserve -= seconds
 
     def _refilled(self) -> float:
         now = self._clock()
@@ -111,7 +112,7 @@ class ShadowBudget:
             last[0] = total
         self._at, self._cpu_at = now, cpu
         reserve = self._reserve + elapsed * self.share + idle - spent
-        self._reserve = min(self.reserve_s, max(-self.reserve_s, reserve))
+        self._reserve = min(self.reserve_s, reserve)
         return self._reserve
 
 

@@ -186,7 +186,7 @@ class TestShadowBudget:
             assert not scheduler.offer_shadow(lambda: "shadow", _ignore)
             assert (scheduler.stats.shadow_dropped, scheduler.stats.shadow_queued) == (1, 0)
 
-            busy[0] += 1.5  # 1.5 s at 10% pays the debt (at most 50 ms) back
+            busy[0] += 10.0  # 10 s at 10% pay the 0.95 s debt back
             gate = _Gate()
             gate.release.set()
             assert scheduler.offer_shadow(gate.job, _ignore)
@@ -223,7 +223,7 @@ class TestShadowBudget:
             2, 10, 1, shadow_time_share=0.01, clock=lambda: now[0], cpu_clock=lambda: 0.0
         )
         try:
-            scheduler.budget.spend(1.0)
+            scheduler.budget.spend(0.1)  # from 50 ms to -50 ms
             now[0] += 0.06  # 60 ms without using the CPU: credited in full
             gate = _Gate()
             gate.release.set()

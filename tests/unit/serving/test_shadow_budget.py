@@ -27,14 +27,16 @@ def busy_budget(share: float, clock: Clock) -> ShadowBudget:
     return ShadowBudget(share, reserve_s=0.05, clock=clock, cpu_clock=Busy(clock))
 
 
-def test_work_is_taken_while_the_reserve_lasts_and_paid_after() -> None:
+def test_work_is_taken_while_the_reserve_lasts_and_its_debt_paid_in_full() -> None:
     clock = Clock()
     budget = busy_budget(0.25, clock)
 
     assert budget.allows()
-    budget.spend(0.2)  # costly work: the reserve goes negative, no lower than -reserve
+    budget.spend(0.2)  # costly work: from 0.05 to -0.15
     assert not budget.allows()
-    clock.now += 0.3  # 0.3 s at 25% refills 0.075 s: from -0.05 to 0.025
+    clock.now += 0.5  # 0.5 s at 25% pays back 0.125 s: still -0.025
+    assert not budget.allows()
+    clock.now += 0.2  # 0.05 s more: 0.025
     assert budget.allows()
     budget.spend(0.03)
     assert not budget.allows()
@@ -60,13 +62,13 @@ def test_the_time_an_idle_process_leaves_is_credited() -> None:
     clock = Clock()
     cpu = [0.0]  # the process uses no CPU at all
     budget = ShadowBudget(0.01, reserve_s=0.05, clock=clock, cpu_clock=lambda: cpu[0])
-    budget.spend(0.05)
+    budget.spend(0.06)  # from 0.05 to -0.01
     assert not budget.allows()
 
     clock.now += 0.02  # 20 ms idle: 20 ms credited (and 0.2 ms of share)
     assert budget.allows()
 
-    budget.spend(0.05)
+    budget.spend(0.03)
     cpu[0] += 0.02  # the next 20 ms fully busy: only the share comes back
     clock.now += 0.02
     assert not budget.allows()
@@ -79,7 +81,7 @@ def test_what_a_meter_counts_is_charged() -> None:
     budget.meter(lambda: elsewhere[0])
 
     elsewhere[0] += 0.06  # it spent 60 ms: the 50 ms reserve and 10 ms more
-    clock.now += 0.002  # refilled by 1 ms
+    clock.now += 0.002  # refilled by 1 ms: -9 ms
     assert not budget.allows()
     clock.now += 0.02  # 10 ms more at 50%: back above zero
     assert budget.allows()
@@ -88,7 +90,7 @@ def test_what_a_meter_counts_is_charged() -> None:
 def test_the_reserve_is_refilled_at_most_once_a_millisecond() -> None:
     clock = Clock()
     budget = busy_budget(0.5, clock)
-    budget.spend(0.0501)
+    budget.spend(0.0501)  # -0.1 ms
     for _ in range(10):
         clock.now += 0.0001  # 0.1 ms steps add up; none is lost
         budget.allows()
