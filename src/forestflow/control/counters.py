@@ -34,7 +34,8 @@ class ServableCounters:
         self.dirty = True
 
     def shadow_dropped_once(self) -> None:
-        """Count one shadow request dropped because the shadow queue was full (not persisted)."""
+        """Count one shadow request dropped (over the shadow budget, or the shadow queue was
+        full); not persisted."""
         self.shadow_dropped += 1
 
     def shadow_failed_once(self) -> None:

@@ -86,7 +86,8 @@ class ServableMetrics:
     current_phase_in_pct: int = 0
     performance_metrics: Mapping[str, float] = field(default_factory=dict)
     shadow_dropped_count: int = 0
-    """Shadow requests for this servable dropped because the shadow queue was full."""
+    """Shadow requests for this servable dropped: over the shadow budget, or the shadow
+    queue was full."""
     shadow_failed_count: int = 0
     """Shadow requests this servable failed to score (the model crashed or refused the input)."""
     state: str = "loaded"

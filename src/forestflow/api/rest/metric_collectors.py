@@ -109,7 +109,7 @@ def _state_families(
     )
     dropped = CounterMetricFamily(
         "forestflow_shadow_dropped_requests",
-        "Shadow requests dropped because the shadow queue was full.",
+        "Shadow requests dropped: over the shadow budget, or the shadow queue was full.",
         labels=SERVABLE,
     )
     failed = CounterMetricFamily(
