@@ -46,8 +46,9 @@ class ServableRunner(Protocol):
         ...
 
     def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
-        """Queue a shadow request behind served work; False when it was dropped (the
-        shadow queue is full, or `fqrv` is not running). `done` gets its outcome."""
+        """Queue a shadow request behind served work; False when it was dropped (shadow
+        work is over its budget or its queue is full, or `fqrv` is not running). `done`
+        gets its outcome."""
         ...
 
     def telemetry(self) -> Mapping[FQRV, RunnerTelemetry]:

@@ -285,9 +285,10 @@ class InProcessRunner:
         return slot
 
     def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
-        """Queue a shadow request; False when it was dropped because the queue is full."""
+        """Queue a shadow request; False when it was dropped (the scheduler does not admit
+        it: see `WorkScheduler.admits_shadow`) or `fqrv` is not running."""
         slot = self._slots.get(fqrv)
-        if slot is None:
+        if slot is None or not self._scheduler.admits_shadow():
             return False
         slot.acquire()
 

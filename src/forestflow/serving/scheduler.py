@@ -164,14 +164,21 @@ class WorkScheduler:
             self.stats.served_running -= 1
             self._dispatch_shadow(loop)
 
+    def admits_shadow(self) -> bool:
+        """Whether a shadow job offered now would be queued; False counts it dropped (the
+        shadow queue is full, or the shadow budget is spent). A caller asks before it
+        builds a job, so that a dropped request costs next to nothing."""
+        if self.stats.shadow_queued >= self._shadow_queue_size or not self.budget.allows():
+            self.stats.shadow_dropped += 1
+            return False
+        return True
+
     def offer_shadow(self, job: Callable[[], Any] | ShadowBatch, done: ShadowDone) -> bool:
-        """Queue a shadow job; False (and a counted drop) when the shadow queue is full or
-        the shadow budget is spent.
+        """Queue a shadow job; False (and a counted drop) when `admits_shadow` says no.
 
         `done` is called on the event loop with the job's finished future.
         """
-        if self.stats.shadow_queued >= self._shadow_queue_size or not self.budget.allows():
-            self.stats.shadow_dropped += 1
+        if not self.admits_shadow():
             return False
         key = job.key if isinstance(job, ShadowBatch) else object()
         queue = self._queues.get(key)

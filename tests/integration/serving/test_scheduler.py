@@ -184,7 +184,8 @@ class TestShadowBudget:
             scheduler.budget.spend(1.0)  # costly shadow work just ended
 
             assert not scheduler.offer_shadow(lambda: "shadow", _ignore)
-            assert (scheduler.stats.shadow_dropped, scheduler.stats.shadow_queued) == (1, 0)
+            assert not scheduler.admits_shadow()  # asked before a job is even built
+            assert (scheduler.stats.shadow_dropped, scheduler.stats.shadow_queued) == (2, 0)
 
             busy[0] += 10.0  # 10 s at 10% pay the 0.95 s debt back
             gate = _Gate()
