@@ -37,6 +37,8 @@ class Pair:
     variant_rps: list[float] = field(default_factory=list)
     note: str = ""
     problem: str = ""
+    failed: int = 0
+    """Non-2xx answers and socket errors during the rounds (both set-ups)."""
 
     @property
     def round_ratios(self) -> list[float]:
@@ -91,6 +93,7 @@ def compare(
                     server.base + spec.score_path, body, CONNECTIONS, duration, server.pid
                 )
                 measured.append(result.rps)
+                pair.failed += result.non2xx + result.socket_errors
             print(
                 f"  round {len(pair.variant_rps)}: {pair.reference_rps[-1]:,.0f} vs "
                 f"{pair.variant_rps[-1]:,.0f} req/s",
@@ -129,7 +132,13 @@ def markdown(pairs: list[Pair]) -> str:
                     "–" if ratio is None else f"{ratio:.2f}",
                     ", ".join(f"{x:.2f}" for x in rounds) or "–",
                     "; ".join(
-                        x for x in (pair.note, pair.problem and f"FAILED: {pair.problem}") if x
+                        x
+                        for x in (
+                            pair.failed and f"{pair.failed} failed requests",
+                            pair.note,
+                            pair.problem and f"FAILED: {pair.problem}",
+                        )
+                        if x
                     ),
                 ]
             )
