@@ -297,11 +297,10 @@ class InProcessRunner:
             slot.observe_shadow_calls()
             done(future)
 
-        job = ShadowBatch(slot.shadow_key, frame, slot.score_shadows)
-        accepted = self._scheduler.offer_shadow(job, finished)
-        if not accepted:
-            slot.release()
-        return accepted
+        self._scheduler.queue_shadow(
+            ShadowBatch(slot.shadow_key, frame, slot.score_shadows), finished
+        )
+        return True
 
     def _slot(self, fqrv: FQRV) -> _Slot:
         slot = self._slots.get(fqrv)

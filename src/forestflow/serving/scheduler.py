@@ -180,6 +180,11 @@ class WorkScheduler:
         """
         if not self.admits_shadow():
             return False
+        self.queue_shadow(job, done)
+        return True
+
+    def queue_shadow(self, job: Callable[[], Any] | ShadowBatch, done: ShadowDone) -> None:
+        """Queue a shadow job that `admits_shadow` just admitted (see `offer_shadow`)."""
         key = job.key if isinstance(job, ShadowBatch) else object()
         queue = self._queues.get(key)
         if queue is None:
@@ -189,7 +194,6 @@ class WorkScheduler:
         self.stats.shadow_queued += 1
         self._shadow_idle.clear()
         self._dispatch_shadow(asyncio.get_running_loop())
-        return True
 
     def _dispatch_shadow(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._turns and self._has_room_for_shadow():

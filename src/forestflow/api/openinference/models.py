@@ -136,7 +136,9 @@ class ModelCatalog:
     def metadata(self, name: str, version: str = "") -> ModelMetadata:
         """Inputs and outputs of the version, or of the release taking most of the traffic."""
         contract = self.contract(name)
-        fqrv = self.servable(name, version) if version else self._described(contract)
+        fqrv = (
+            self.servable(name, version) if version else described_release(self._control, contract)
+        )
         failed = self._control.load_errors()
         versions = [f.release_version for f in self._control.releases(contract) if f not in failed]
         signature = self._control.signature(fqrv)
@@ -148,9 +150,6 @@ class ModelCatalog:
             outputs=tuple(_tensor(spec) for spec in signature.outputs),
             parameters=layout_parameters(fqrv, signature),
         )
-
-    def _described(self, contract: Contract) -> FQRV:
-        return described_release(self._control, contract)
 
     async def infer(self, name: str, version: str, request: InferRequest) -> Inferred:
         """Score the request on the version, or on the contract through its router."""
@@ -170,7 +169,9 @@ class ModelCatalog:
         target = self._targets.get((name, version))
         if target is not None and target.route is route:
             return target
-        fqrv = self.servable(name, version) if version else self._described(contract)
+        fqrv = (
+            self.servable(name, version) if version else described_release(self._control, contract)
+        )
         target = _Target(route, fqrv, InputLayout.of(self._control.signature(fqrv)))
         if len(self._targets) >= MAX_REMEMBERED:
             self._targets.clear()
