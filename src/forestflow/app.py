@@ -96,6 +96,7 @@ class App:
             shadow_queue_size=settings.scheduling.shadow_queue_size,
             max_shadow_workers=settings.scheduling.shadow_workers,
             max_shadow_batch=settings.scheduling.max_shadow_batch_size,
+            shadow_batch_wait_s=settings.scheduling.shadow_batch_wait_s,
             shadow_time_share=settings.scheduling.shadow_time_share,
         )
         security = settings.security

@@ -88,12 +88,20 @@ class SchedulingSettings(_Group):
         "when they arrive while its calls are running (1: no batching).",
     )
     max_shadow_batch_size: int = Field(
-        64,
+        256,
         ge=1,
         description="Queued shadow requests to one servable scored in one model call at most.",
     )
-    shadow_time_share: float = Field(
+    shadow_batch_wait_s: float = Field(
         0.1,
+        ge=0,
+        le=10,
+        description="Seconds a queued shadow request waits at most, while served requests "
+        "are in progress, for others to the same servable to share its model call (0: a "
+        "call starts as soon as a worker is free).",
+    )
+    shadow_time_share: float = Field(
+        0.07,
         gt=0,
         le=1,
         description="Share of the CPU time shadow work may take (its model calls, counting "

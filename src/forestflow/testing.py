@@ -98,12 +98,12 @@ class FakeRunner:
         self.calls.append(("shadow", fqrv))
         if fqrv not in self.running:
             return False
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        outcome: Any
         try:
-            future.set_result(self.respond(fqrv, frame))
+            outcome = self.respond(fqrv, frame)
         except Exception as error:
-            future.set_exception(error)
-        future.add_done_callback(done)
+            outcome = error
+        asyncio.get_running_loop().call_soon(done, outcome)
         return True
 
     def telemetry(self) -> dict[FQRV, RunnerTelemetry]:

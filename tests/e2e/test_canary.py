@@ -68,7 +68,10 @@ class TestCanary:
         assert len(answers["late"]) >= 20
         assert early < late, (early, late)
 
-        shade_before = _stats(client)["FOO"]["shadeCount"]
+        # FOO shadows every request BAR served; wait until the last of them is counted
+        served_by_bar = _stats(client)["BAR"]["scoreCount"]
+        shade_before = _await_shade_count(client, "FOO", served_by_bar)
+        assert shade_before == served_by_bar
         assert {_answer(client) for _ in range(20)} == {"BAR"}
         assert _await_shade_count(client, "FOO", shade_before + 20) == shade_before + 20
 

@@ -8,7 +8,6 @@ it; the serving layer scores through the same runner.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,8 +18,10 @@ from forestflow.domain.frame import Frame
 from forestflow.domain.signature import ModelSignature
 from forestflow.flavors.base import Flavor
 
-ShadowDone = Callable[["asyncio.Future[Any]"], None]
-"""Called on the event loop with a shadow job's finished future (its prediction or error)."""
+ShadowDone = Callable[[Any], None]
+"""Called on the event loop with a shadow request's outcome: its prediction (a `Frame`), or
+the exception scoring it raised (`asyncio.CancelledError` when it was cancelled at
+shutdown, which is not the model's failure)."""
 
 
 class ServableRunner(Protocol):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
@@ -106,6 +107,7 @@ class Block:
         return {name: matrix[:, j] for j, name in enumerate(self.names)}
 
 
+@final  # `Frame.in_blocks` checks for this very type
 class BlockColumns(Mapping[str, Column]):
     """The columns of some blocks, in block order, each made (a view) when asked for: a
     frame that is only passed on as matrices never builds its column views."""
@@ -157,7 +159,7 @@ class Frame:
     blocks: tuple[Block, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.columns, BlockColumns) and len(self.columns) > 1:
+        if not self.in_blocks and len(self.columns) > 1:
             lengths = {len(c) for c in self.columns.values()}
             if len(lengths) > 1:
                 raise ValueError(f"frame columns differ in length: {sorted(lengths)}")
@@ -172,12 +174,20 @@ class Frame:
         return cls(BlockColumns(blocks), configs if configs is not None else {}, blocks)
 
     @property
+    def in_blocks(self) -> bool:
+        """Whether `blocks` hold every column (`columns` is their `BlockColumns`)."""
+        # an exact type check: `isinstance` against a Mapping subclass takes the slow ABC
+        # path, and this is asked per request and per row batch
+        return type(self.columns) is BlockColumns
+
+    @property
     def layout(self) -> Layout:
         """Names and dtypes of the columns (by block when blocks hold them all)."""
-        if isinstance(self.columns, BlockColumns) or (
-            self.blocks and sum(len(b.names) for b in self.blocks) == len(self.columns)
-        ):
-            return tuple((b.names, b.matrix.dtype.str) for b in self.blocks)
+        blocks = self.blocks
+        if self.in_blocks or (blocks and sum(len(b.names) for b in blocks) == len(self.columns)):
+            if len(blocks) == 1:  # most requests: one matrix
+                return ((blocks[0].names, blocks[0].matrix.dtype.str),)
+            return tuple((b.names, b.matrix.dtype.str) for b in blocks)
         return tuple((name, column.dtype.str) for name, column in self.columns.items())
 
     def matrix(self, names: Sequence[str], dtype: np.dtype[np.generic]) -> Column:

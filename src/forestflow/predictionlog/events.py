@@ -28,7 +28,7 @@ import orjson
 
 from forestflow.domain.codec import encode
 from forestflow.domain.fqrv import FQRV
-from forestflow.domain.frame import BlockColumns, Column, Frame
+from forestflow.domain.frame import Column, Frame
 from forestflow.domain.settings import LoggingSettings
 
 SCHEMA_VERSION = 1
@@ -228,7 +228,7 @@ def _fqrv_json(fqrv: FQRV) -> dict[str, Any]:
 
 
 def _columns(frame: Frame) -> dict[str, list[Any]]:
-    if isinstance(frame.columns, BlockColumns):  # every column in a matrix: a list per block
+    if frame.in_blocks:  # every column in a matrix: a list per block
         columns: dict[str, list[Any]] = {}
         for block in frame.blocks:
             columns.update(zip(block.names, _block_values(block.matrix), strict=True))

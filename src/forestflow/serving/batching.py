@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forestflow.domain.frame import Block, BlockColumns, Frame, Layout
+from forestflow.domain.frame import Block, Frame, Layout
 
 Outcome = Frame | BaseException
 RunBatch = Callable[[list[Frame]], Awaitable[list[Outcome]]]
@@ -30,7 +30,7 @@ RunBatch = Callable[[list[Frame]], Awaitable[list[Outcome]]]
 def stack(frames: Sequence[Frame]) -> Frame:
     """One frame holding the rows of `frames` in order (same layout: see `shape_key`)."""
     first = frames[0]
-    if isinstance(first.columns, BlockColumns):  # then all are: they share one layout
+    if first.in_blocks:  # then all are: they share one layout
         blocks = tuple(
             Block(block.names, np.concatenate([frame.blocks[b].matrix for frame in frames]))
             for b, block in enumerate(first.blocks)
@@ -41,9 +41,10 @@ def stack(frames: Sequence[Frame]) -> Frame:
 
 def split(frame: Frame, sizes: Sequence[int]) -> list[Frame]:
     """`frame`'s rows cut into consecutive frames of `sizes` rows."""
-    offsets = np.cumsum([0, *sizes])
+    offsets = itertools.accumulate(sizes, initial=0)
+    columns = list(frame.columns.items())
     return [
-        Frame({name: column[start:end] for name, column in frame.columns.items()})
+        Frame({name: column[start:end] for name, column in columns})
         for start, end in itertools.pairwise(offsets)
     ]
 

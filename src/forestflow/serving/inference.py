@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -103,42 +104,31 @@ class InferenceService:
         return Scored(fqrv, prediction)
 
     def _fan_out(self, route: ContractRoute, served: FQRV, request: SharedRequest) -> None:
+        started = time.perf_counter()
         for shadow in route.shadow_candidates:
             if shadow.fqrv == served:
                 continue
             if not self._sampled(shadow):
                 self.shadow_stats.skipped_by_sampling += 1
                 continue
-
-            def done(
-                future: asyncio.Future[Any],
-                shadow: ServableRoute = shadow,
-                started: float = time.perf_counter(),
-            ) -> None:
-                self._shadow_done(shadow, request, future, started)
-
+            done = functools.partial(self._shadow_done, shadow, request, started)
             if not self._runner.submit_shadow(shadow.fqrv, request.frame, done):
                 shadow.counters.shadow_dropped_once()
 
     def _shadow_done(
-        self,
-        shadow: ServableRoute,
-        request: SharedRequest,
-        future: asyncio.Future[Any],
-        started: float,
+        self, shadow: ServableRoute, request: SharedRequest, started: float, outcome: Any
     ) -> None:
-        if future.cancelled():  # shut down before it ran: not the model's failure
+        if isinstance(outcome, asyncio.CancelledError):  # shut down: not the model's failure
             return
         seconds = time.perf_counter() - started
-        error = future.exception()
-        if error is not None:
+        if isinstance(outcome, BaseException):
             shadow.counters.shadow_failed_once()
-            shadow.counters.requests.shadow.failed(error, seconds)
-            self._shadow_failures.failed(shadow.fqrv, _reason(error))
+            shadow.counters.requests.shadow.failed(outcome, seconds)
+            self._shadow_failures.failed(shadow.fqrv, _reason(outcome))
             return
         shadow.counters.shadowed()
         shadow.counters.requests.shadow.succeeded(seconds)
-        self._log(shadow, request, future.result(), seconds, served=False)
+        self._log(shadow, request, outcome, seconds, served=False)
 
     def _sampled(self, servable: ServableRoute) -> bool:
         if servable.logging.log_level is LogLevel.SAMPLE:

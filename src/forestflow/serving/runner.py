@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,9 +72,10 @@ def _score_batch(
     outcomes: list[Outcome] = list(frames)  # each replaced below
     calls: list[tuple[list[int], Frame]] = []  # (frames' indexes, their conformed rows)
     alone: dict[Layout, list[tuple[int, Frame]]] = {}
+    sizes = [frame.n_rows for frame in frames]
     for indexes in _by_layout(frames):
         together = None
-        if len(indexes) > 1 and all(frames[i].n_rows for i in indexes):
+        if len(indexes) > 1 and all(sizes[i] for i in indexes):
             together = conform_by_plan(stack([frames[i] for i in indexes]), model.signature)
         if together is not None:
             calls.append((indexes, together))
@@ -89,8 +90,8 @@ def _score_batch(
         rows = conformed[0] if len(conformed) == 1 else stack(conformed)
         calls.append(([index for index, _ in members], rows))
     for indexes, rows in calls:
-        sizes = [frames[index].n_rows for index in indexes]
-        results = _predict_together(fqrv, model, rows, sizes, log_failures=log_failures)
+        rows_of = [sizes[index] for index in indexes]
+        results = _predict_together(fqrv, model, rows, rows_of, log_failures=log_failures)
         for index, result in zip(indexes, results, strict=True):
             outcomes[index] = result
     return outcomes
@@ -145,7 +146,7 @@ class _Calls:
         self.seconds.observe(seconds)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity: its shadow requests' batch key
 class _Slot:
     """A loaded model and the jobs using it; it is closed when stopped and idle."""
 
@@ -160,12 +161,6 @@ class _Slot:
     # `shadow` on the event loop as each call's requests complete (deque appends and pops
     # are atomic), so the histograms keep one thread
     shadow_timings: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
-
-    @property
-    def shadow_key(self) -> Hashable:
-        """Its shadow requests share calls with those of this very model, not of a
-        replaced one."""
-        return (self.fqrv, id(self))
 
     def acquire(self) -> LoadedModel:
         self.in_flight += 1
@@ -243,9 +238,11 @@ class InProcessRunner:
         """Score a served request, batched with others waiting for the same servable."""
         slot = self._slot(fqrv)
         slot.acquire()  # the model stays open while requests wait for it
+        self._scheduler.served_started()
         try:
             return await slot.batcher.submit(frame)
         finally:
+            self._scheduler.served_finished()
             slot.release()
 
     def batch_stats(self, fqrv: FQRV) -> BatchStats:
@@ -258,7 +255,7 @@ class InProcessRunner:
         for fqrv, slot in self._slots.items():
             slot.observe_shadow_calls()
             served = ModelCalls(slot.served.sizes, slot.served.seconds, slot.batcher.waiting)
-            queued = self._scheduler.queued(slot.shadow_key)
+            queued = self._scheduler.queued(slot)
             shadow = ModelCalls(slot.shadow.sizes, slot.shadow.seconds, queued)
             found[fqrv] = RunnerTelemetry(served, shadow)
         return found
@@ -292,14 +289,14 @@ class InProcessRunner:
             return False
         slot.acquire()
 
-        def finished(future: asyncio.Future[Any]) -> None:
+        def finished(outcome: Any) -> None:
             slot.release()
             slot.observe_shadow_calls()
-            done(future)
+            done(outcome)
 
-        self._scheduler.queue_shadow(
-            ShadowBatch(slot.shadow_key, frame, slot.score_shadows), finished
-        )
+        # keyed by the slot: its shadow requests share calls with those of this very
+        # model, not of a replaced one
+        self._scheduler.queue_shadow(ShadowBatch(slot, frame, slot.score_shadows), finished)
         return True
 
     def _slot(self, fqrv: FQRV) -> _Slot:

@@ -5,9 +5,15 @@ handed to the pool only when a worker is idle and fewer than `max_shadow_workers
 shadow jobs run, so at least one worker is always free for served traffic (when the
 pool has more than one). Served work is never dropped.
 
-Shadow work offered as a `ShadowBatch` item (one servable's request) is batched: when a
-worker takes it, it also takes the requests queued for the same servable, up to
-`max_shadow_batch`, and runs them in one call. Servables take turns.
+Shadow work offered as a `ShadowBatch` item (one servable's request) is batched: a call
+takes the requests queued for the same servable, up to `max_shadow_batch`, and runs them
+in one call. While served requests are in progress (the runner announces them:
+`served_started`, `served_finished`), such a call waits until `max_shadow_batch` requests
+are queued or the oldest has waited `shadow_batch_wait_s` (by `clock`, a monotonic time;
+a timer comes back then): a shadow call costs about as much for one request as for
+hundreds (scikit-learn's checks, thread hand-offs), and nobody waits for a shadow's
+answer. With no served request in progress, a call starts as soon as a worker is free, so
+an idle server scores shadows at once. Servables take turns.
 
 A `ShadowBudget` decides at the door which shadow requests are taken: shadow work may use
 `shadow_time_share` of the CPU time, plus whatever CPU the process leaves idle. What a
@@ -50,7 +56,8 @@ class ShadowBatch:
     run: Callable[[list[Any]], list[Any]]
 
 
-_Queued = tuple[Callable[[], Any] | ShadowBatch, ShadowDone]
+_Queued = tuple[Callable[[], Any] | ShadowBatch, ShadowDone, float]
+"""A shadow job, what gets its outcome, and when it was queued (`clock`)."""
 
 
 class ShadowBudget:
@@ -137,6 +144,7 @@ class WorkScheduler:
         max_shadow_workers: int,
         *,
         max_shadow_batch: int = 1,
+        shadow_batch_wait_s: float = 0.0,
         shadow_time_share: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.process_time,
@@ -144,6 +152,10 @@ class WorkScheduler:
         self.workers = max(1, workers)
         self.max_shadow_workers = max(1, min(max_shadow_workers, self.workers))
         self._max_shadow_batch = max(1, max_shadow_batch)
+        self._batch_wait_s = max(0.0, shadow_batch_wait_s)
+        self._clock = clock
+        self._timer: asyncio.TimerHandle | None = None
+        self._served_requests = 0
         self.budget = ShadowBudget(shadow_time_share, clock=clock, cpu_clock=cpu_clock)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="forestflow-model")
         # one queue per key (a servable, or a job of its own), and the keys in turn order
@@ -164,6 +176,17 @@ class WorkScheduler:
             self.stats.served_running -= 1
             self._dispatch_shadow(loop)
 
+    def served_started(self) -> None:
+        """A served request is in progress (waiting for a model call or in one): while any
+        is, a shadow call waits for its batch to fill (see the module doc)."""
+        self._served_requests += 1
+
+    def served_finished(self) -> None:
+        """A served request announced by `served_started` is done."""
+        self._served_requests -= 1
+        if not self._served_requests and self._turns:
+            self._dispatch_shadow(asyncio.get_running_loop())
+
     def admits_shadow(self) -> bool:
         """Whether a shadow job offered now would be queued; False counts it dropped (the
         shadow queue is full, or the shadow budget is spent). A caller asks before it
@@ -176,7 +199,8 @@ class WorkScheduler:
     def offer_shadow(self, job: Callable[[], Any] | ShadowBatch, done: ShadowDone) -> bool:
         """Queue a shadow job; False (and a counted drop) when `admits_shadow` says no.
 
-        `done` is called on the event loop with the job's finished future.
+        `done` is called on the event loop with the job's outcome: its result, or the
+        exception it raised (`CancelledError` when it was cancelled at shutdown).
         """
         if not self.admits_shadow():
             return False
@@ -185,33 +209,52 @@ class WorkScheduler:
 
     def queue_shadow(self, job: Callable[[], Any] | ShadowBatch, done: ShadowDone) -> None:
         """Queue a shadow job that `admits_shadow` just admitted (see `offer_shadow`)."""
+        batched = isinstance(job, ShadowBatch)
         key = job.key if isinstance(job, ShadowBatch) else object()
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = collections.deque()
             self._turns.append(key)
-        queue.append((job, done))
+        queue.append((job, done, self._clock()))
         self.stats.shadow_queued += 1
         self._shadow_idle.clear()
-        self._dispatch_shadow(asyncio.get_running_loop())
+        # a call waiting for its batch to fill is dispatched by the timer, or when a job ends
+        if (
+            not batched
+            or self._timer is None
+            or not self._served_requests
+            or len(queue) >= self._max_shadow_batch
+        ):
+            self._dispatch_shadow(asyncio.get_running_loop())
 
     def _dispatch_shadow(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._turns and self._has_room_for_shadow():
-            taken = self._take_turn()
+            taken = self._take_turn(loop)
+            if taken is None:
+                return
             self.stats.shadow_running += 1
             first = taken[0][0]
             if isinstance(first, ShadowBatch):
-                items = [job.item for job, _ in taken]  # type: ignore[union-attr]
+                items = [job.item for job, _, _ in taken]  # type: ignore[union-attr]
                 future = loop.run_in_executor(self._pool, _on_cpu_clock, first.run, items)
             else:
                 future = loop.run_in_executor(self._pool, _on_cpu_clock, first)
-            dones = [done for _, done in taken]
+            dones = [done for _, done, _ in taken]
             batched = isinstance(first, ShadowBatch)
             callback = functools.partial(self._shadow_finished, loop, dones=dones, batched=batched)
             future.add_done_callback(callback)
 
-    def _take_turn(self) -> list[_Queued]:
-        """The next key's first job, with the batchable jobs queued behind it."""
+    def _take_turn(self, loop: asyncio.AbstractEventLoop) -> list[_Queued] | None:
+        """The first job of the next key whose call is due, with the batchable jobs queued
+        behind it; None when no call is due yet (a timer then comes back when one is)."""
+        now = self._clock()
+        for _ in range(len(self._turns)):
+            if self._due(self._queues[self._turns[0]], now):
+                break
+            self._turns.rotate(-1)
+        else:
+            self._wake_when_due(loop, now)
+            return None
         key = self._turns.popleft()
         queue = self._queues[key]
         taken = [queue.popleft()]
@@ -224,6 +267,30 @@ class WorkScheduler:
             del self._queues[key]
         self.stats.shadow_queued -= len(taken)
         return taken
+
+    def _due(self, queue: collections.deque[_Queued], now: float) -> bool:
+        """Whether a call for `queue` starts now: no served request is in progress (an idle
+        server scores shadows at once), or the queue is full, or its oldest job waited long
+        enough (a job that is not a `ShadowBatch` never waits)."""
+        job, _, queued_at = queue[0]
+        return (
+            not self._served_requests
+            or not isinstance(job, ShadowBatch)
+            or len(queue) >= self._max_shadow_batch
+            or now - queued_at >= self._batch_wait_s
+        )
+
+    def _wake_when_due(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        """Come back to dispatch when the oldest queued job has waited long enough."""
+        if self._timer is not None:
+            return  # armed already, for no later than the oldest queued job is due
+        oldest = min(self._queues[key][0][2] for key in self._turns)
+        delay = max(0.0, oldest + self._batch_wait_s - now)
+        self._timer = loop.call_later(delay, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._dispatch_shadow(loop)
 
     def _has_room_for_shadow(self) -> bool:
         busy = self.stats.served_running + self.stats.shadow_running
@@ -240,11 +307,10 @@ class WorkScheduler:
         started = time.thread_time()
         self.stats.shadow_running -= 1
         self.stats.shadow_completed += len(dones)
-        future, call_cpu = _untimed(loop, timed)
-        futures = _each_outcome(loop, future, len(dones)) if batched else [future]
-        for done, each in zip(dones, futures, strict=True):
+        outcomes, call_cpu = _outcomes(timed, len(dones), batched=batched)
+        for done, outcome in zip(dones, outcomes, strict=True):
             try:
-                done(each)
+                done(outcome)
             except Exception:  # a broken callback must not stop the shadow pipeline
                 log.exception("shadow completion callback failed")
         self._dispatch_shadow(loop)
@@ -279,6 +345,9 @@ class WorkScheduler:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _clear_shadow(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._queues.clear()
         self._turns.clear()
         self.stats.shadow_queued = 0
@@ -291,32 +360,16 @@ def _on_cpu_clock(call: Callable[..., T], *args: Any) -> tuple[T, float]:
     return result, time.thread_time() - started
 
 
-def _untimed(
-    loop: asyncio.AbstractEventLoop, timed: asyncio.Future[tuple[Any, float]]
-) -> tuple[asyncio.Future[Any], float]:
-    """The job's own future (its result without the timing, or its failure) and the CPU
-    time its call took (0 when it failed or was cancelled)."""
-    if timed.cancelled() or timed.exception() is not None:
-        return timed, 0.0
+def _outcomes(
+    timed: asyncio.Future[tuple[Any, float]], n: int, *, batched: bool
+) -> tuple[list[Any], float]:
+    """The outcome of each of the `n` jobs of one call — its result, or the exception it
+    raised — and the CPU time the call took (0 when it failed or was cancelled). A batched
+    call's result is one outcome per job; its own failure is every job's."""
+    if timed.cancelled():
+        return [asyncio.CancelledError()] * n, 0.0
+    error = timed.exception()
+    if error is not None:
+        return [error] * n, 0.0
     result, cpu = timed.result()
-    future: asyncio.Future[Any] = loop.create_future()
-    future.set_result(result)
-    return future, cpu
-
-
-def _each_outcome(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], n: int
-) -> list[asyncio.Future[Any]]:
-    """One finished future per job of a batched call: its own outcome from the call's list,
-    or the call's own failure (or cancellation) for every job."""
-    error = asyncio.CancelledError() if future.cancelled() else future.exception()
-    outcomes: list[Any] = [error] * n if error is not None else list(future.result())
-    futures = []
-    for outcome in outcomes:
-        each: asyncio.Future[Any] = loop.create_future()
-        if isinstance(outcome, BaseException):
-            each.set_exception(outcome)
-        else:
-            each.set_result(outcome)
-        futures.append(each)
-    return futures
+    return (list(result) if batched else [result]), cpu

@@ -62,6 +62,18 @@ def stats(server: OipServer) -> dict[str, tuple[int, int]]:
     }
 
 
+def settled_stats(server: OipServer) -> dict[str, tuple[int, int]]:
+    """`stats` once every shadow request has been scored: v1 and v2 shadow each other's
+    requests, the third release every request (shadow calls wait to share a batch)."""
+    deadline = time.monotonic() + 30
+    while True:
+        counts = stats(server)
+        (v1_served, v1_shaded), (v2_served, v2_shaded) = counts["v1"], counts["v2"]
+        if (v1_shaded, v2_shaded, counts["shadow"][1]) == (v2_served, v1_served, REQUESTS):
+            return counts
+        assert time.monotonic() < deadline, f"shadow requests still unscored: {counts}"
+
+
 def written(server: OipServer) -> int:
     stats = server.client.get("/prediction-log/stats").json()["PredictionLogStats"]
     return int(stats["sinks"]["files"]["written"])
@@ -99,7 +111,7 @@ def test_grpc_splits_shadows_and_logs_as_rest_does(servers: tuple[OipServer, Oip
     finally:
         client.close()
 
-    rest_stats, grpc_stats = stats(rest), stats(grpc)
+    rest_stats, grpc_stats = settled_stats(rest), settled_stats(grpc)
     assert rest_stats == grpc_stats
     served = {release: counts[0] for release, counts in rest_stats.items()}
     assert served["v1"] + served["v2"] == REQUESTS

@@ -99,7 +99,7 @@ class TestStopWhileInUse:
         await runner.start(fqrv, flavor, tmp_path)
         outcomes: list[object] = []
         assert runner.submit_shadow(
-            fqrv, FRAME, lambda f: outcomes.append(f.result()["y"].tolist())
+            fqrv, FRAME, lambda outcome: outcomes.append(outcome["y"].tolist())
         )
         await runner.stop(fqrv)
         assert not flavor.model.closed

@@ -103,7 +103,7 @@ class TestRunnerTelemetry:
         model.release.set()
         await served
         finished = await asyncio.gather(*outcomes)
-        assert all(future.result()["y"].size == 1 for future in finished)
+        assert all(outcome["y"].size == 1 for outcome in finished)
         shadow = runner.telemetry()[FQRV].shadow
         assert shadow.queued == 0
         assert (shadow.batch_sizes.count, shadow.batch_sizes.sum) == (1, 3)  # one call
@@ -116,3 +116,36 @@ class TestRunnerTelemetry:
         assert set(runner.telemetry()) == {FQRV}
         await runner.stop(FQRV)
         assert runner.telemetry() == {}
+
+
+async def test_shadow_calls_wait_while_served_requests_are_in_progress(tmp_path: Path) -> None:
+    scheduler = WorkScheduler(
+        workers=2,
+        shadow_queue_size=10,
+        max_shadow_workers=1,
+        max_shadow_batch=8,
+        shadow_batch_wait_s=60,
+    )
+    runner = InProcessRunner(scheduler, max_batch_size=8)
+    flavor = GatedFlavor()
+    await runner.start(FQRV, flavor, tmp_path)
+    try:
+        served = asyncio.ensure_future(runner.predict(FQRV, frame(1.0)))
+        await asyncio.to_thread(flavor.model.entered.wait)
+        outcomes: list[asyncio.Future[Any]] = []
+        for value in (2.0, 3.0):
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            outcomes.append(done)
+            assert runner.submit_shadow(FQRV, frame(value), done.set_result)
+        # a worker is free, but a served request is in progress: the shadows wait to share
+        assert runner.telemetry()[FQRV].shadow.queued == 2
+
+        flavor.model.release.set()
+        await served  # the last served request ends: the waiting shadows start
+        finished = await asyncio.gather(*outcomes)
+        assert [outcome["y"].tolist() for outcome in finished] == [[4.0], [6.0]]
+        shadow = runner.telemetry()[FQRV].shadow
+        assert (shadow.batch_sizes.count, shadow.batch_sizes.sum) == (1, 2)
+    finally:
+        flavor.model.release.set()
+        scheduler.close()

@@ -48,7 +48,7 @@ class _Gate:
         return "shadow"
 
 
-def _ignore(_future: asyncio.Future[Any]) -> None:
+def _ignore(_outcome: Any) -> None:
     pass
 
 
@@ -114,8 +114,8 @@ class TestServedBeforeShadow:
         def boom() -> None:
             raise ValueError("model failed")
 
-        scheduler.offer_shadow(lambda: 42, lambda f: seen.append(f.result()))
-        scheduler.offer_shadow(boom, lambda f: seen.append(type(f.exception()).__name__))
+        scheduler.offer_shadow(lambda: 42, seen.append)
+        scheduler.offer_shadow(boom, lambda error: seen.append(type(error).__name__))
         await scheduler.shadow_idle()
         assert sorted(map(str, seen)) == ["42", "ValueError"]
 
@@ -137,9 +137,9 @@ class TestShadowBatches:
 
         seen: dict[int, object] = {}
 
-        def done(item: int) -> Callable[[asyncio.Future[Any]], None]:
-            def record(future: asyncio.Future[Any]) -> None:
-                seen[item] = future.exception() or future.result()
+        def done(item: int) -> Callable[[Any], None]:
+            def record(outcome: Any) -> None:
+                seen[item] = outcome
 
             return record
 
@@ -169,6 +169,90 @@ class TestShadowBatches:
         }
         assert str(seen[-3]) == "bad -3"
         assert scheduler.stats.shadow_completed == 9
+
+
+class TestShadowCallsWaitToFill:
+    """While served requests are in progress, a shadow call waits until its batch is full
+    or its oldest request has waited `shadow_batch_wait_s`; an idle server does not wait."""
+
+    @staticmethod
+    def _batch(calls: list[list[int]], item: int) -> ShadowBatch:
+        def score(items: list[int]) -> list[int]:
+            calls.append(items)
+            return items
+
+        return ShadowBatch("servable", item, score)
+
+    async def test_a_call_starts_once_its_batch_is_full(self) -> None:
+        scheduler = WorkScheduler(2, 20, 1, max_shadow_batch=3, shadow_batch_wait_s=60)
+        calls: list[list[int]] = []
+        try:
+            scheduler.served_started()
+            for item in (1, 2):
+                assert scheduler.offer_shadow(self._batch(calls, item), _ignore)
+            assert await scheduler.run(lambda: "served") == "served"  # a served call ends
+            assert (scheduler.stats.shadow_queued, calls) == (2, [])  # still waiting
+
+            assert scheduler.offer_shadow(self._batch(calls, 3), _ignore)
+            await scheduler.shadow_idle()
+            assert calls == [[1, 2, 3]]
+        finally:
+            scheduler.served_finished()
+            scheduler.close()
+
+    async def test_a_call_starts_once_its_oldest_request_waited_long_enough(self) -> None:
+        now = [0.0]
+        scheduler = WorkScheduler(
+            2, 20, 1, max_shadow_batch=64, shadow_batch_wait_s=0.5, clock=lambda: now[0]
+        )
+        calls: list[list[int]] = []
+        try:
+            scheduler.served_started()
+            assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
+            now[0] += 0.3
+            assert scheduler.offer_shadow(self._batch(calls, 2), _ignore)
+            await scheduler.run(lambda: None)
+            assert calls == []
+
+            now[0] += 0.2  # the first has waited 0.5 s
+            await scheduler.run(lambda: None)
+            await scheduler.shadow_idle()
+            assert calls == [[1, 2]]
+        finally:
+            scheduler.served_finished()
+            scheduler.close()
+
+    async def test_when_the_last_served_request_ends_waiting_calls_start(self) -> None:
+        scheduler = WorkScheduler(2, 20, 1, max_shadow_batch=64, shadow_batch_wait_s=60)
+        calls: list[list[int]] = []
+        try:
+            scheduler.served_started()
+            scheduler.served_started()
+            assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
+            scheduler.served_finished()
+            assert scheduler.stats.shadow_queued == 1  # one served request still in progress
+            scheduler.served_finished()
+            await scheduler.shadow_idle()
+            assert calls == [[1]]
+
+            # idle: the next one starts at once, alone
+            assert scheduler.offer_shadow(self._batch(calls, 2), _ignore)
+            await scheduler.shadow_idle()
+            assert calls == [[1], [2]]
+        finally:
+            scheduler.close()
+
+    async def test_a_timer_starts_a_waiting_call_when_nothing_else_happens(self) -> None:
+        scheduler = WorkScheduler(2, 20, 1, max_shadow_batch=64, shadow_batch_wait_s=0.01)
+        calls: list[list[int]] = []
+        try:
+            scheduler.served_started()  # and nothing else: no served call ends
+            assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
+            await asyncio.wait_for(scheduler.shadow_idle(), 10)
+            assert calls == [[1]]
+        finally:
+            scheduler.served_finished()
+            scheduler.close()
 
 
 class TestShadowBudget:
