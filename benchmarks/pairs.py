@@ -7,6 +7,13 @@ route is within 10% of the BASIC one). Here both set-ups of a pair run at once, 
 the same core (the one not under load is idle), or are one server answering on two
 routes, and wrk loads them in turn, `rounds` times each, 64 connections and 1-row bodies.
 Each round's ratio compares two loads a few seconds apart; their median is the figure.
+
+`at_once` instead loads both set-ups at the same time, half the connections each: each
+then gets about half of the core, so their throughputs' ratio is the ratio of their CPU
+costs per request, and it holds within about 1% from round to round while absolute
+numbers move by 20% (the machine's speed drifts for both alike). It compares costs (what
+two scored shadows add to a request, say); it is not the served-throughput target: a
+shadow budget then counts the other server's turns as idle time and admits more.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ from __future__ import annotations
 import shutil
 import statistics
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.answers import request_bodies, verify
-from benchmarks.load import run_wrk
+from benchmarks.load import PointResult, run_wrk
 from benchmarks.servers import RunningServer, ServerSpec
 
 CONNECTIONS = 64
@@ -62,8 +70,10 @@ def compare(
     work: Path,
     *,
     same_server: bool = False,
+    at_once: bool = False,
 ) -> Pair:
-    """Start the servers, check their answers, then load them in turn `rounds` times.
+    """Start the servers, check their answers, then load them in turn `rounds` times (or,
+    `at_once`, both at the same time: see the module doc).
 
     `same_server`: the variant is the reference server answering on another route (its
     spec's protocol and score path): one process, so only the route differs."""
@@ -86,12 +96,16 @@ def compare(
             run_wrk(server.base + spec.score_path, bodies[1], 8, WARM_UP_S, server.pid)
             loads.append((server, spec, bodies[1]))
         for _ in range(rounds):
-            for (server, spec, body), measured in zip(
-                loads, (pair.reference_rps, pair.variant_rps), strict=True
+            if at_once:
+                results = _load_at_once(loads, duration)
+            else:
+                results = [
+                    run_wrk(server.base + spec.score_path, body, CONNECTIONS, duration, server.pid)
+                    for server, spec, body in loads
+                ]
+            for result, measured in zip(
+                results, (pair.reference_rps, pair.variant_rps), strict=True
             ):
-                result = run_wrk(
-                    server.base + spec.score_path, body, CONNECTIONS, duration, server.pid
-                )
                 measured.append(result.rps)
                 pair.failed += result.non2xx + result.socket_errors
             print(
@@ -109,6 +123,36 @@ def compare(
             server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     return pair
+
+
+def _load_at_once(
+    loads: list[tuple[RunningServer, ServerSpec, Path]], duration: float
+) -> list[PointResult]:
+    """Load every set-up at the same time, the connections shared among them."""
+    results: list[PointResult | None] = [None] * len(loads)
+    errors: list[BaseException] = []
+
+    def load(index: int) -> None:
+        server, spec, body = loads[index]
+        try:
+            results[index] = run_wrk(
+                server.base + spec.score_path,
+                body,
+                CONNECTIONS // len(loads),
+                duration,
+                server.pid,
+            )
+        except BaseException as error:  # re-raised below, on the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(len(loads))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [result for result in results if result is not None]
 
 
 def markdown(pairs: list[Pair]) -> str:

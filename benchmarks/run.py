@@ -1,7 +1,7 @@
 """`make bench`: every server, both models, each load point; one table, also in docs/performance.md.
 
 .venv/bin/python -m benchmarks.run [--duration 8] [--only SUBSTRING] [--models GB,LR]
-    [--pair-rounds 5]
+    [--pair-rounds 5] [--pairs-at-once] [--no-doc]
 """
 
 from __future__ import annotations
@@ -162,6 +162,12 @@ def main() -> None:
         default=5,
         help="rounds of each paired comparison (0: none)",
     )
+    parser.add_argument(
+        "--pairs-at-once",
+        action="store_true",
+        help="load both set-ups of a pair at the same time: compares their costs per "
+        "request (see benchmarks/pairs.py), not the targets; implies --no-doc",
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args()
     started, t0 = datetime.datetime.now(), time.monotonic()
@@ -197,6 +203,7 @@ def main() -> None:
                     args.duration,
                     WORK,
                     same_server=same,
+                    at_once=args.pairs_at_once,
                 )
             )
     table, paired = markdown(rows), pairs.markdown(compared)
@@ -204,7 +211,7 @@ def main() -> None:
     print(paired)
     results = {"rows": [asdict(r) for r in rows], "pairs": [asdict(p) for p in compared]}
     (WORK / "results.json").write_text(json.dumps(results, indent=1))
-    if not args.no_doc:
+    if not args.no_doc and not args.pairs_at_once:
         extra = " ".join(sys.argv[1:])
         command = "make bench" + (f" BENCH_ARGS='{extra}'" if extra else "")
         write_doc(table, paired, command, started, (time.monotonic() - t0) / 60)
