@@ -209,22 +209,17 @@ class WorkScheduler:
 
     def queue_shadow(self, job: Callable[[], Any] | ShadowBatch, done: ShadowDone) -> None:
         """Queue a shadow job that `admits_shadow` just admitted (see `offer_shadow`)."""
-        batched = isinstance(job, ShadowBatch)
         key = job.key if isinstance(job, ShadowBatch) else object()
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = collections.deque()
             self._turns.append(key)
-        queue.append((job, done, self._clock()))
+        now = self._clock()
+        queue.append((job, done, now))
         self.stats.shadow_queued += 1
         self._shadow_idle.clear()
-        # a call waiting for its batch to fill is dispatched by the timer, or when a job ends
-        if (
-            not batched
-            or self._timer is None
-            or not self._served_requests
-            or len(queue) >= self._max_shadow_batch
-        ):
+        # while a timer is armed, a call that is not due yet waits for it (or a job's end)
+        if self._timer is None or self._due(queue, now):
             self._dispatch_shadow(asyncio.get_running_loop())
 
     def _dispatch_shadow(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -17,8 +17,10 @@ from forestflow.serving.scheduler import ShadowBatch, WorkScheduler
 def scheduler_factory() -> Iterator[Callable[..., WorkScheduler]]:
     made: list[WorkScheduler] = []
 
-    def make(workers: int = 2, queue: int = 10, shadow_workers: int = 1) -> WorkScheduler:
-        scheduler = WorkScheduler(workers, queue, shadow_workers)
+    def make(
+        workers: int = 2, queue: int = 10, shadow_workers: int = 1, **options: Any
+    ) -> WorkScheduler:
+        scheduler = WorkScheduler(workers, queue, shadow_workers, **options)
         made.append(scheduler)
         return scheduler
 
@@ -50,6 +52,15 @@ class _Gate:
 
 def _ignore(_outcome: Any) -> None:
     pass
+
+
+async def _takes_and_completes_one(scheduler: WorkScheduler) -> None:
+    """A shadow request offered now is taken and completed."""
+    gate = _Gate()
+    gate.release.set()
+    assert scheduler.offer_shadow(gate.job, _ignore)
+    await scheduler.shadow_idle()
+    assert scheduler.stats.shadow_completed == 1
 
 
 class TestServedBeforeShadow:
@@ -183,76 +194,69 @@ class TestShadowCallsWaitToFill:
 
         return ShadowBatch("servable", item, score)
 
-    async def test_a_call_starts_once_its_batch_is_full(self) -> None:
-        scheduler = WorkScheduler(2, 20, 1, max_shadow_batch=3, shadow_batch_wait_s=60)
+    async def test_a_call_starts_once_its_batch_is_full(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
+        scheduler = scheduler_factory(queue=20, max_shadow_batch=3, shadow_batch_wait_s=60)
         calls: list[list[int]] = []
-        try:
-            scheduler.served_started()
-            for item in (1, 2):
-                assert scheduler.offer_shadow(self._batch(calls, item), _ignore)
-            assert await scheduler.run(lambda: "served") == "served"  # a served call ends
-            assert (scheduler.stats.shadow_queued, calls) == (2, [])  # still waiting
+        scheduler.served_started()
+        for item in (1, 2):
+            assert scheduler.offer_shadow(self._batch(calls, item), _ignore)
+        assert await scheduler.run(lambda: "served") == "served"  # a served call ends
+        assert (scheduler.stats.shadow_queued, calls) == (2, [])  # still waiting
 
-            assert scheduler.offer_shadow(self._batch(calls, 3), _ignore)
-            await scheduler.shadow_idle()
-            assert calls == [[1, 2, 3]]
-        finally:
-            scheduler.served_finished()
-            scheduler.close()
+        assert scheduler.offer_shadow(self._batch(calls, 3), _ignore)
+        await scheduler.shadow_idle()
+        assert calls == [[1, 2, 3]]
 
-    async def test_a_call_starts_once_its_oldest_request_waited_long_enough(self) -> None:
+    async def test_a_call_starts_once_its_oldest_request_waited_long_enough(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
         now = [0.0]
-        scheduler = WorkScheduler(
-            2, 20, 1, max_shadow_batch=64, shadow_batch_wait_s=0.5, clock=lambda: now[0]
+        scheduler = scheduler_factory(
+            queue=20, max_shadow_batch=64, shadow_batch_wait_s=0.5, clock=lambda: now[0]
         )
         calls: list[list[int]] = []
-        try:
-            scheduler.served_started()
-            assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
-            now[0] += 0.3
-            assert scheduler.offer_shadow(self._batch(calls, 2), _ignore)
-            await scheduler.run(lambda: None)
-            assert calls == []
+        scheduler.served_started()
+        assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
+        now[0] += 0.3
+        assert scheduler.offer_shadow(self._batch(calls, 2), _ignore)
+        await scheduler.run(lambda: None)
+        assert calls == []
 
-            now[0] += 0.2  # the first has waited 0.5 s
-            await scheduler.run(lambda: None)
-            await scheduler.shadow_idle()
-            assert calls == [[1, 2]]
-        finally:
-            scheduler.served_finished()
-            scheduler.close()
+        now[0] += 0.2  # the first has waited 0.5 s
+        await scheduler.run(lambda: None)
+        await scheduler.shadow_idle()
+        assert calls == [[1, 2]]
 
-    async def test_when_the_last_served_request_ends_waiting_calls_start(self) -> None:
-        scheduler = WorkScheduler(2, 20, 1, max_shadow_batch=64, shadow_batch_wait_s=60)
+    async def test_when_the_last_served_request_ends_waiting_calls_start(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
+        scheduler = scheduler_factory(queue=20, max_shadow_batch=64, shadow_batch_wait_s=60)
         calls: list[list[int]] = []
-        try:
-            scheduler.served_started()
-            scheduler.served_started()
-            assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
-            scheduler.served_finished()
-            assert scheduler.stats.shadow_queued == 1  # one served request still in progress
-            scheduler.served_finished()
-            await scheduler.shadow_idle()
-            assert calls == [[1]]
+        scheduler.served_started()
+        scheduler.served_started()
+        assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
+        scheduler.served_finished()
+        assert scheduler.stats.shadow_queued == 1  # one served request still in progress
+        scheduler.served_finished()
+        await scheduler.shadow_idle()
+        assert calls == [[1]]
 
-            # idle: the next one starts at once, alone
-            assert scheduler.offer_shadow(self._batch(calls, 2), _ignore)
-            await scheduler.shadow_idle()
-            assert calls == [[1], [2]]
-        finally:
-            scheduler.close()
+        # idle: the next one starts at once, alone
+        assert scheduler.offer_shadow(self._batch(calls, 2), _ignore)
+        await scheduler.shadow_idle()
+        assert calls == [[1], [2]]
 
-    async def test_a_timer_starts_a_waiting_call_when_nothing_else_happens(self) -> None:
-        scheduler = WorkScheduler(2, 20, 1, max_shadow_batch=64, shadow_batch_wait_s=0.01)
+    async def test_a_timer_starts_a_waiting_call_when_nothing_else_happens(
+        self, scheduler_factory: Callable[..., WorkScheduler]
+    ) -> None:
+        scheduler = scheduler_factory(queue=20, max_shadow_batch=64, shadow_batch_wait_s=0.01)
         calls: list[list[int]] = []
-        try:
-            scheduler.served_started()  # and nothing else: no served call ends
-            assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
-            await asyncio.wait_for(scheduler.shadow_idle(), 10)
-            assert calls == [[1]]
-        finally:
-            scheduler.served_finished()
-            scheduler.close()
+        scheduler.served_started()  # and nothing else: no served call ends
+        assert scheduler.offer_shadow(self._batch(calls, 1), _ignore)
+        await asyncio.wait_for(scheduler.shadow_idle(), 10)
+        assert calls == [[1]]
 
 
 class TestShadowBudget:
@@ -272,11 +276,7 @@ class TestShadowBudget:
             assert (scheduler.stats.shadow_dropped, scheduler.stats.shadow_queued) == (2, 0)
 
             busy[0] += 10.0  # 10 s at 10% pay the 0.95 s debt back
-            gate = _Gate()
-            gate.release.set()
-            assert scheduler.offer_shadow(gate.job, _ignore)
-            await scheduler.shadow_idle()
-            assert scheduler.stats.shadow_completed == 1
+            await _takes_and_completes_one(scheduler)
         finally:
             scheduler.close()
 
@@ -310,12 +310,6 @@ class TestShadowBudget:
         try:
             scheduler.budget.spend(0.1)  # from 50 ms to -50 ms
             now[0] += 0.06  # 60 ms without using the CPU: credited in full
-            gate = _Gate()
-            gate.release.set()
-
-            assert scheduler.offer_shadow(gate.job, _ignore)
-            await scheduler.shadow_idle()
-
-            assert scheduler.stats.shadow_completed == 1
+            await _takes_and_completes_one(scheduler)
         finally:
             scheduler.close()
