@@ -47,6 +47,7 @@ from forestflow.flavors.base import LoadPolicy
 from forestflow.predictionlog.emitter import PredictionEmitter
 from forestflow.predictionlog.ring import RingSink
 from forestflow.predictionlog.sinks import PredictionSink
+from forestflow.serving import heap
 from forestflow.serving.inference import InferenceService
 from forestflow.serving.runner import InProcessRunner
 from forestflow.serving.scheduler import WorkScheduler
@@ -312,6 +313,7 @@ class App:
         """Recover state, become ready, then (unless `periodic` is False) start the
         evaluation and counter-flush loops. Tests drive evaluation themselves."""
         self._loop = asyncio.get_running_loop()  # for end_streams, from a signal handler
+        heap.collect_less_often()
         try:
             await self.sink.start()
             await self.control.recover()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 
+from forestflow.serving import heap
 from tests.integration.api.conftest import Harness, HarnessFactory
 from tests.payloads import contract_settings, score_body, serve_body
 
@@ -134,3 +136,17 @@ class TestShadowDrops:
         assert stats["shadow"]["shadeCount"] == 0
         assert stats["shadow"]["shadowDroppedCount"] == 12
         assert stats["live"]["scoreCount"] == 12
+
+
+async def test_a_started_server_collects_its_young_objects_less_often(
+    harness_factory: HarnessFactory,
+) -> None:
+    """Queued shadow requests would otherwise set off a young collection every few dozen
+    requests (serving/heap.py)."""
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        await harness_factory()
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, 10, 10)
+    finally:
+        gc.set_threshold(*saved)
