@@ -12,6 +12,11 @@ one-row request the key, and the Kafka message key of every event. `RowKeys` hol
 the other rows' keys are made of, taken in O(number of key features) on the serving path;
 the keys themselves are built when first asked for, on the emitter's thread (the record's
 `rowKeys`, the feedback joiner's entries per key), once per event.
+
+`PredictionEvent` and `EncodedEvent` are made for every scored request, served or shadow,
+so they are slotted dataclasses that are not frozen: a frozen one's `__init__` sets each
+field through `object.__setattr__`, 1.5 µs more for an event's nine fields. Nothing
+changes them once made.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ SCHEMA_VERSION = 1
 """Version of the record layout written by `event_record`."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see the module doc
 class PredictionEvent:
     """What one servable predicted for one request."""
 
@@ -142,7 +147,7 @@ def event_row_keys(event: PredictionEvent) -> list[str] | None:
     return event.row_keys.keys()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see the module doc
 class EncodedEvent:
     """One event encoded once for every sink: its JSON record and what routing needs."""
 

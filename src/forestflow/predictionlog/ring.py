@@ -38,7 +38,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 """Bytes of encoded records held at most (the newest event is kept whatever its size)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per event: not frozen, as `events.PredictionEvent`
 class HeldEvent:
     """One event in the ring: its sequence number, its servable and its JSON record."""
 

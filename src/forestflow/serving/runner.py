@@ -180,8 +180,13 @@ class _Slot:
         while self.shadow_timings:
             self.shadow.observe(*self.shadow_timings.popleft())
 
-    def release(self) -> None:
-        self.in_flight -= 1
+    def shadows_finished(self, count: int) -> None:
+        """A shadow call of `count` requests has completed (on the event loop)."""
+        self.observe_shadow_calls()
+        self.release(count)
+
+    def release(self, count: int = 1) -> None:
+        self.in_flight -= count
         self._close_if_done()
 
     def stop(self) -> None:
@@ -287,16 +292,11 @@ class InProcessRunner:
         slot = self._slots.get(fqrv)
         if slot is None or not self._scheduler.admits_shadow():
             return False
-        slot.acquire()
-
-        def finished(outcome: Any) -> None:
-            slot.release()
-            slot.observe_shadow_calls()
-            done(outcome)
-
+        slot.acquire()  # released when its call has completed (`shadows_finished`)
         # keyed by the slot: its shadow requests share calls with those of this very
         # model, not of a replaced one
-        self._scheduler.queue_shadow(ShadowBatch(slot, frame, slot.score_shadows), finished)
+        batch = ShadowBatch(slot, frame, slot.score_shadows, slot.shadows_finished)
+        self._scheduler.queue_shadow(batch, done)
         return True
 
     def _slot(self, fqrv: FQRV) -> _Slot:

@@ -45,15 +45,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per shadow request: not frozen, as `PredictionEvent`
 class ShadowBatch:
     """A shadow request that may share a call with others of the same `key`:
     `run(items)` scores them together and returns one outcome (a result or an exception)
-    per item, in order."""
+    per item, in order. After a call, once each job's `done` has had its outcome,
+    `finished(n)` of the call's first job is told how many jobs the call held."""
 
     key: Hashable
     item: Any
     run: Callable[[list[Any]], list[Any]]
+    finished: Callable[[int], None] | None = None
 
 
 _Queued = tuple[Callable[[], Any] | ShadowBatch, ShadowDone, float]
@@ -235,8 +237,8 @@ class WorkScheduler:
             else:
                 future = loop.run_in_executor(self._pool, _on_cpu_clock, first)
             dones = [done for _, done, _ in taken]
-            batched = isinstance(first, ShadowBatch)
-            callback = functools.partial(self._shadow_finished, loop, dones=dones, batched=batched)
+            batch = first if isinstance(first, ShadowBatch) else None
+            callback = functools.partial(self._shadow_finished, loop, dones=dones, batch=batch)
             future.add_done_callback(callback)
 
     def _take_turn(self, loop: asyncio.AbstractEventLoop) -> list[_Queued] | None:
@@ -297,16 +299,21 @@ class WorkScheduler:
         timed: asyncio.Future[tuple[Any, float]],
         *,
         dones: list[ShadowDone],
-        batched: bool,
+        batch: ShadowBatch | None,
     ) -> None:
         started = time.thread_time()
         self.stats.shadow_running -= 1
         self.stats.shadow_completed += len(dones)
-        outcomes, call_cpu = _outcomes(timed, len(dones), batched=batched)
+        outcomes, call_cpu = _outcomes(timed, len(dones), batched=batch is not None)
         for done, outcome in zip(dones, outcomes, strict=True):
             try:
                 done(outcome)
             except Exception:  # a broken callback must not stop the shadow pipeline
+                log.exception("shadow completion callback failed")
+        if batch is not None and batch.finished is not None:
+            try:
+                batch.finished(len(dones))
+            except Exception:
                 log.exception("shadow completion callback failed")
         self._dispatch_shadow(loop)
         if not self._turns and not self.stats.shadow_running:
