@@ -144,6 +144,8 @@ class App:
             clock=self.clock,
             rng=random.Random(settings.seed),  # noqa: S311 - routing, not cryptography
         )
+        # shadow outcomes are counted and logged in batches, after their call's completion
+        self.scheduler.budget.meter(lambda: self.inference.shadow_cpu_seconds)
         self.http_metrics = HttpTelemetry()  # filled by the ScoreLane, read by /metrics
         self.ready = False
         self.startup_error: str | None = None

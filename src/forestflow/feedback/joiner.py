@@ -235,25 +235,30 @@ class FeedbackJoiner(PredictionSink):
     def emit(self, event: PredictionEvent) -> None:
         """Take a keyed event for joining, in O(1): its servable, key, prediction and arrival
         time, never the request. `catch_up` (or the next `join`) indexes it."""
+        self.emit_many((event,))
+
+    def emit_many(self, events: Sequence[PredictionEvent]) -> None:
+        """`emit` each of `events`, reading the clock and taking the lock once."""
         try:
             now: int | None = self._clock.now_ms()
         except Exception:  # a sink never raises into the serving path (PredictionSink)
             log.exception("feedback joiner: no time from the clock; a prediction is not kept")
             now = None
-        row_keys = event.row_keys
-        if row_keys is not None and row_keys.uniform:
-            row_keys = None  # every row has `event.key`: no need to build them
+        warn = False
         with self._intake_lock:
-            self._received += 1
-            if event.key is None or (not event.key and row_keys is None):
-                self._unkeyed += 1
-                return
-            if now is None or len(self._intake) >= self._intake_size:
-                self._refused += 1
-                warn, self._warned_refusal = not self._warned_refusal, True
-            else:
-                self._intake.append((event.fqrv, event.key, row_keys, event.prediction, now))
-                return
+            self._received += len(events)
+            for event in events:
+                row_keys = event.row_keys
+                if row_keys is not None and row_keys.uniform:
+                    row_keys = None  # every row has `event.key`: no need to build them
+                if event.key is None or (not event.key and row_keys is None):
+                    self._unkeyed += 1
+                elif now is None or len(self._intake) >= self._intake_size:
+                    self._refused += 1
+                    warn = warn or not self._warned_refusal
+                    self._warned_refusal = True
+                else:
+                    self._intake.append((event.fqrv, event.key, row_keys, event.prediction, now))
         if warn and now is not None:
             log.warning(
                 "feedback joiner: %d predictions wait to be indexed (is the prediction "

@@ -1,6 +1,7 @@
 """`PredictionEmitter`: the one way prediction events leave the serving path (SPEC §5).
 
-The serving path calls `emit(event)` and moves on; the response never waits for logging.
+The serving path calls `emit(event)` (or `emit_many(events)`: the outcomes of one shadow
+call) and moves on; the response never waits for logging.
 The emitter hands each event to every sink it was built with:
 
 - a sink that `takes_encoded` (files, Kafka) gets the event from the emitter's own thread,
@@ -8,8 +9,9 @@ The emitter hands each event to every sink it was built with:
   bytes once), in batches through `write_encoded`, so the JSON Lines line and the Kafka
   message of one event are the same bytes;
 - any other sink (the feedback joiner, a `MemorySink`, a plugin sink written for `emit`)
-  gets `emit(event)` at once, on the serving path, which it promises to do in O(1); after
-  each batch the emitter's thread calls its `catch_up`, where it does the rest.
+  gets `emit(event)` (`emit_many(events)`) at once, on the serving path, which it promises
+  to do in O(1) per event; after each batch the emitter's thread calls its `catch_up`,
+  where it does the rest.
 
 What takes time per row is done on the emitter's thread, never on the serving path: the
 record with the key of each row of the request (`rowKeys`, built once per event by its
@@ -18,7 +20,8 @@ record with the key of each row of the request (`rowKeys`, built once per event 
 The CPU time the thread spends on shadow requests' events is counted
 (`shadow_cpu_seconds`): the scheduler's shadow budget charges it to shadow work.
 
-`emit` holds a lock for O(1) (an append to a bounded buffer) and signals the thread only
+`emit` holds a lock for O(1) (an append to a bounded buffer; `emit_many` once for all its
+events) and signals the thread only
 when it is parked, not once per event. A full buffer (the thread cannot keep up), a closed
 emitter or an event without a JSON form drops the event: it is counted in the emitter's
 `stats()` and, through `count_dropped`, in the counters of every sink that takes encoded
@@ -95,24 +98,39 @@ class PredictionEmitter(PredictionSink):
                 sink.emit(event)
             except Exception:  # a sink never raises into the serving path; a plugin might
                 log.exception("prediction sink %s raised from emit", type(sink).__name__)
+        self._buffer_all((event,))
+
+    def emit_many(self, events: Sequence[PredictionEvent]) -> None:
+        """`emit` each of `events`, taking the lock once."""
+        for sink in self._direct:
+            try:
+                sink.emit_many(events)
+            except Exception:  # a sink never raises into the serving path; a plugin might
+                log.exception("prediction sink %s raised from emit", type(sink).__name__)
+        self._buffer_all(events)
+
+    def _buffer_all(self, events: Sequence[PredictionEvent]) -> None:
+        count, dropped = len(events), 0
         with self._lock:
-            self._emitted += 1
-            dropped = False
+            self._emitted += count
+            room = 0 if self._closed else self.buffer_size - len(self._buffer)
             if not self._encoded:
-                self._written += 1  # nothing to encode for: passed on already
-            elif self._closed or len(self._buffer) >= self.buffer_size:
-                self._dropped += 1
-                dropped = True
-            else:
-                self._buffer.append(event)
+                self._written += count  # nothing to encode for: passed on already
+            elif count <= room:
+                self._buffer.extend(events)
+            else:  # full: what does not fit is dropped
+                room = max(room, 0)
+                self._buffer.extend(events[:room])
+                dropped = count - room
+                self._dropped += dropped
             self._due = True
             if self._parked:
                 self._parked = False
                 self._lock.notify()
             warn = dropped and not self._overflowing and not self._closed
-            self._overflowing = self._overflowing or dropped
+            self._overflowing = self._overflowing or bool(dropped)
         if dropped:
-            self._tell_dropped(1)
+            self._tell_dropped(dropped)
         if warn:
             log.warning(
                 "prediction events are emitted faster than they can be encoded: the "

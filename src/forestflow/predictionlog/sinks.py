@@ -47,6 +47,11 @@ class PredictionSink(ABC):
     def emit(self, event: PredictionEvent) -> None:
         """Accept one event without blocking; count it as dropped if it cannot be kept."""
 
+    def emit_many(self, events: Sequence[PredictionEvent]) -> None:
+        """Accept several events, as `emit` does each (a sink may take them at once)."""
+        for event in events:
+            self.emit(event)
+
     @abstractmethod
     def stats(self) -> SinkStats:
         """The sink's counters (safe to call from any thread)."""

@@ -60,6 +60,9 @@ class InferenceService:
         self._rng = rng
         self.shadow_stats = ShadowStats()
         self._shadow_failures = FailureLog(log, clock, what="shadow scoring")
+        # shadow outcomes waiting to be counted and logged together (`_complete_shadows`)
+        self._completed: list[tuple[ServableRoute, SharedRequest, float, Any]] = []
+        self._shadow_cpu = 0.0
 
     async def score(self, contract: Contract, frame: Frame) -> Scored:
         """Route to one servable by the contract's router, score, and queue the shadows.
@@ -83,7 +86,7 @@ class InferenceService:
         servable.counters.scored()
         servable.counters.requests.served.succeeded(seconds)
         request = SharedRequest(frame)  # logged once for the served and shadow events
-        self._log(servable, request, prediction, seconds, served=True)
+        self._log_served(servable, request, prediction, seconds)
         self._fan_out(route, fqrv, request)
         return Scored(fqrv, prediction)
 
@@ -118,52 +121,84 @@ class InferenceService:
     def _shadow_done(
         self, shadow: ServableRoute, request: SharedRequest, started: float, outcome: Any
     ) -> None:
-        if isinstance(outcome, asyncio.CancelledError):  # shut down: not the model's failure
-            return
-        seconds = time.perf_counter() - started
-        if isinstance(outcome, BaseException):
-            shadow.counters.shadow_failed_once()
-            shadow.counters.requests.shadow.failed(outcome, seconds)
-            self._shadow_failures.failed(shadow.fqrv, _reason(outcome))
-            return
-        shadow.counters.shadowed()
-        shadow.counters.requests.shadow.succeeded(seconds)
-        self._log(shadow, request, outcome, seconds, served=False)
+        """Keep a shadow request's outcome; the outcomes of one model call (all completed
+        in one pass of the event loop) are counted and logged together, right after."""
+        if not self._completed:
+            asyncio.get_running_loop().call_soon(self._complete_shadows)
+        self._completed.append((shadow, request, started, outcome))
+
+    @property
+    def shadow_cpu_seconds(self) -> float:
+        """CPU time spent so far counting and logging shadow outcomes, for the shadow
+        budget (the scheduler measures the rest of their completion itself)."""
+        return self._shadow_cpu
+
+    def _complete_shadows(self) -> None:
+        cpu = time.thread_time()
+        completed, self._completed = self._completed, []
+        now = time.perf_counter()
+        timestamp_ms = self._clock.now_ms()
+        events: list[PredictionEvent] = []
+        for shadow, request, started, outcome in completed:
+            if isinstance(outcome, asyncio.CancelledError):  # shut down: not a model failure
+                continue
+            seconds = now - started
+            if isinstance(outcome, BaseException):
+                shadow.counters.shadow_failed_once()
+                shadow.counters.requests.shadow.failed(outcome, seconds)
+                self._shadow_failures.failed(shadow.fqrv, _reason(outcome))
+                continue
+            shadow.counters.shadowed()
+            shadow.counters.requests.shadow.succeeded(seconds)
+            if shadow.logging.log_level is not LogLevel.NONE:  # sampled before it was scored
+                event = _event(
+                    shadow, request, outcome, seconds, timestamp_ms=timestamp_ms, served=False
+                )
+                events.append(event)
+        if events:
+            self._sink.emit_many(events)
+        self._shadow_cpu += time.thread_time() - cpu
 
     def _sampled(self, servable: ServableRoute) -> bool:
         if servable.logging.log_level is LogLevel.SAMPLE:
             return self._rng.random() < servable.logging.sample_rate
         return True
 
-    def _log(
-        self,
-        servable: ServableRoute,
-        request: SharedRequest,
-        prediction: Frame,
-        seconds: float,
-        *,
-        served: bool,
+    def _log_served(
+        self, servable: ServableRoute, request: SharedRequest, prediction: Frame, seconds: float
     ) -> None:
         level = servable.logging.log_level
         if level is LogLevel.NONE:
             return
-        # a shadow request was already sampled before it was scored
-        if served and level is LogLevel.SAMPLE and not self._sampled(servable):
+        if level is LogLevel.SAMPLE and not self._sampled(servable):
             return
-        # each row's key is built off the serving path, when the emitter's thread needs it
-        keys = RowKeys.of(servable.logging, request.frame)
-        event = PredictionEvent(
-            fqrv=servable.fqrv,
-            served_request=served,
-            timestamp_ms=self._clock.now_ms(),
-            request=request.frame,
-            prediction=prediction,
-            latency_ms=seconds * 1000,
-            key=None if keys is None else keys.first(),
-            row_keys=keys,
-            shared_request=request,
-        )
+        now_ms = self._clock.now_ms()
+        event = _event(servable, request, prediction, seconds, timestamp_ms=now_ms, served=True)
         self._sink.emit(event)
+
+
+def _event(
+    servable: ServableRoute,
+    request: SharedRequest,
+    prediction: Frame,
+    seconds: float,
+    *,
+    timestamp_ms: int,
+    served: bool,
+) -> PredictionEvent:
+    # each row's key is built off the serving path, when the emitter's thread needs it
+    keys = RowKeys.of(servable.logging, request.frame)
+    return PredictionEvent(
+        fqrv=servable.fqrv,
+        served_request=served,
+        timestamp_ms=timestamp_ms,
+        request=request.frame,
+        prediction=prediction,
+        latency_ms=seconds * 1000,
+        key=None if keys is None else keys.first(),
+        row_keys=keys,
+        shared_request=request,
+    )
 
 
 def _reason(error: BaseException) -> str:

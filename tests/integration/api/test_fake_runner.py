@@ -3,10 +3,15 @@ loads no model, as the cluster engine will plug in."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from forestflow.control.runner import ShadowDone
 from forestflow.domain.fqrv import FQRV, Contract
 from forestflow.domain.frame import Frame
+from forestflow.predictionlog.events import PredictionEvent
+from forestflow.predictionlog.sinks import MemorySink
 from forestflow.testing import FakeRunner
 from tests.integration.api.conftest import HarnessFactory
 from tests.payloads import contract_settings, score_body, serve_body
@@ -66,3 +71,63 @@ class TestFakeRunner:
         assert deleted.status_code == 200
         assert fqrv not in runner.running
         assert runner.calls == [("start", fqrv), ("stop", fqrv)]
+
+
+class HeldShadows(FakeRunner):
+    """Holds shadow requests until `complete`, which gives them their outcomes in one go,
+    as the in-process runner does when one model call scored them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[ShadowDone, Frame]] = []
+
+    def submit_shadow(self, fqrv: FQRV, frame: Frame, done: ShadowDone) -> bool:
+        self.held.append((done, self.respond(fqrv, frame)))
+        return True
+
+    def complete(self) -> None:
+        held, self.held = self.held, []
+        for done, outcome in held:
+            done(outcome)
+
+
+class Batches(MemorySink):
+    """Keeps events, and how many came in each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    def emit(self, event: PredictionEvent) -> None:
+        self.calls.append(("emit", 1))
+        super().emit(event)
+
+    def emit_many(self, events: Sequence[PredictionEvent]) -> None:
+        self.calls.append(("emit_many", len(events)))
+        for event in events:
+            super().emit(event)
+
+
+async def test_shadow_outcomes_completed_together_are_counted_and_logged_together(
+    harness_factory: HarnessFactory,
+) -> None:
+    runner, sink = HeldShadows(), Batches()
+    harness = await harness_factory(runner=runner, sinks={"memory": sink})
+    client = harness.client
+    await client.post("/contract" + BASE, json=contract_settings(keep=2))
+    for release in ("v1", "v2"):  # v2 serves, v1 shadows
+        assert (await client.post("/servable", json=serve_body(release))).status_code == 201
+    for _ in range(3):
+        assert (await client.post(BASE + "/score", json=score_body())).status_code == 200
+    assert sink.calls == [("emit", 1)] * 3
+    assert harness.app.inference.shadow_cpu_seconds == 0.0
+
+    runner.complete()
+    stats = (await client.get(BASE + "/stats")).json()
+
+    metrics = [m["ServableMetrics"] for m in stats]
+    by_release = {m["fqrv"]["releaseVersion"]: m for m in metrics}
+    assert by_release["v1"]["shadeCount"] == 3
+    assert sink.calls[3:] == [("emit_many", 3)]
+    assert [event.served_request for event in sink.events] == [True] * 3 + [False] * 3
+    assert harness.app.inference.shadow_cpu_seconds > 0.0  # charged to the shadow budget

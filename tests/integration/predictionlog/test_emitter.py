@@ -202,6 +202,23 @@ class TestNeverBlocking:
         assert files.stats() == SinkStats(emitted=21, written=6, dropped=15)
         assert [r["key"] for r in lines_in(tmp_path / "predictions")] == [f"k{i}" for i in range(6)]
 
+    async def test_many_events_at_once_fill_the_buffer_and_what_does_not_fit_is_dropped(
+        self, tmp_path: Path, emitter_factory: EmitterFactory
+    ) -> None:
+        stuck, files = StuckSink(), FileSink(tmp_path / "predictions")
+        emitter = await emitter_factory([stuck, files], buffer_size=5)
+        emitter.emit(make_event(0))
+        assert await asyncio.to_thread(stuck.entered.wait, 10)  # the emitter's thread hangs
+
+        emitter.emit_many([make_event(i) for i in range(1, 4)])
+        emitter.emit_many([make_event(i) for i in range(4, 8)])  # room for 2 of 4
+
+        assert emitter.stats() == SinkStats(emitted=8, written=0, dropped=2)
+        assert stuck.stats() == SinkStats(emitted=2, written=0, dropped=2)
+        stuck.release()
+        await emitter.close()
+        assert [r["key"] for r in lines_in(tmp_path / "predictions")] == [f"k{i}" for i in range(6)]
+
     async def test_a_file_sink_with_a_stuck_writer_holds_up_neither_emit_nor_other_sinks(
         self, tmp_path: Path, emitter_factory: EmitterFactory
     ) -> None:
@@ -292,6 +309,11 @@ class TestSinksThatTakeEvents:
         emitter.emit(event)
         assert list(memory.events) == [event]
         assert emitter.stats() == SinkStats(emitted=1, written=1, dropped=0)
+
+        more = [make_event(i) for i in range(1, 4)]
+        emitter.emit_many(more)
+        assert list(memory.events) == [event, *more]
+        assert emitter.stats() == SinkStats(emitted=4, written=4, dropped=0)
 
 
 class TestFeedback:

@@ -797,6 +797,15 @@ class TestServingPath:
         joiner.emit(regression(ACCURATE, "k5", 1.0))  # the intake was emptied: room again
         assert joiner.join(CONTRACT, records(k0=1.0, k3=1.0, k5=1.0)).matched == 2
 
+    def test_many_events_at_once_are_taken_as_one_by_one(self, clock: FakeClock) -> None:
+        joiner = FeedbackJoiner(clock=clock, intake_size=3)
+        keys = ["k0", None, "k1", "", "k2", "k3"]  # two unkeyed; the fourth keyed is refused
+        joiner.emit_many([regression(ACCURATE, key, 1.0) for key in keys])
+
+        assert joiner.stats() == SinkStats(emitted=6, written=3, dropped=1)
+        assert joiner.joiner_stats().unkeyed == 2
+        assert joiner.join(CONTRACT, records(k0=1.0, k2=1.0, k3=1.0)).matched == 2
+
     def test_calls_on_the_event_loop_expire_a_bounded_share(
         self, joiner: FeedbackJoiner, clock: FakeClock
     ) -> None:
