@@ -252,7 +252,11 @@ def _block_values(matrix: Column) -> list[list[Any]]:
 def _values(column: Column) -> list[Any]:
     array = np.asarray(column)
     if array.dtype.kind == "f":
-        return [None if math.isnan(v) else v for v in array.tolist()]
+        values: list[Any] = array.tolist()
+        for value in values:  # most columns have no NaN: looked for without a new list
+            if math.isnan(value):
+                return [None if math.isnan(v) else v for v in values]
+        return values
     if array.dtype.kind in "iub":
         return array.tolist()  # type: ignore[no-any-return]
     return [_plain(v) for v in array.tolist()]

@@ -41,12 +41,12 @@ def stack(frames: Sequence[Frame]) -> Frame:
 
 def split(frame: Frame, sizes: Sequence[int]) -> list[Frame]:
     """`frame`'s rows cut into consecutive frames of `sizes` rows."""
-    offsets = itertools.accumulate(sizes, initial=0)
+    bounds = itertools.pairwise(itertools.accumulate(sizes, initial=0))
     columns = list(frame.columns.items())
-    return [
-        Frame({name: column[start:end] for name, column in columns})
-        for start, end in itertools.pairwise(offsets)
-    ]
+    if len(columns) == 1:  # most models: one output column
+        ((name, column),) = columns
+        return [Frame({name: column[start:end]}) for start, end in bounds]
+    return [Frame({name: column[start:end] for name, column in columns}) for start, end in bounds]
 
 
 def shape_key(frame: Frame) -> Layout:

@@ -98,11 +98,26 @@ def _score_batch(
 
 
 def _by_layout(frames: list[Frame]) -> list[list[int]]:
-    """The indexes of `frames`, grouped by layout, in order of first appearance."""
-    groups: dict[Layout, list[int]] = {}
+    """The indexes of `frames`, grouped by layout, in order of first appearance.
+
+    Frames of one matrix whose names are the very same tuple (requests parsed against one
+    cached schema) and whose dtypes are equal have one layout: they are grouped by that
+    without building and hashing each one's layout; the groups are then merged by layout.
+    """
+    quick: dict[object, list[int]] = {}
     for index, frame in enumerate(frames):
-        groups.setdefault(frame.layout, []).append(index)
-    return list(groups.values())
+        blocks = frame.blocks
+        if len(blocks) == 1 and frame.in_blocks:
+            key: object = (id(blocks[0].names), blocks[0].matrix.dtype)
+        else:
+            key = frame.layout
+        quick.setdefault(key, []).append(index)
+    if len(quick) == 1:
+        return list(quick.values())
+    groups: dict[Layout, list[int]] = {}
+    for indexes in quick.values():
+        groups.setdefault(frames[indexes[0]].layout, []).extend(indexes)
+    return [sorted(indexes) for indexes in groups.values()]
 
 
 def _predict_together(

@@ -23,7 +23,7 @@ from forestflow.domain.signature import FeatureSpec, ModelSignature
 from forestflow.errors import InferenceRequestInvalidError, ModelFailedError
 from forestflow.flavors.base import Flavor, LoadedModel, LoadPolicy, parse_flavor
 from forestflow.flavors.mlflow_model import flavor_from_mlmodel
-from forestflow.serving.runner import InProcessRunner
+from forestflow.serving.runner import InProcessRunner, _by_layout
 from forestflow.serving.scheduler import WorkScheduler
 from tests.builders import make_fqrv
 from tests.payloads import FIXTURES
@@ -226,3 +226,20 @@ class TestPerServableBatchSize:
         # the first call alone; the six that queued behind it in calls of at most 2 (or 64)
         assert small.model.calls == [1, 2, 2, 2]
         assert default.model.calls == [1, 6]
+
+
+def test_frames_of_one_layout_are_grouped_whether_or_not_they_share_their_names() -> None:
+    def matrix_frame(names: list[str], dtype: type = np.float64) -> Frame:
+        return Frame.of_blocks((Block(tuple(names), np.zeros((1, len(names)), dtype=dtype)),))
+
+    shared = ("x", "y")
+    frames = [
+        Frame.of_blocks((Block(shared, np.zeros((1, 2))),)),
+        matrix_frame(["x", "y"]),  # equal names, another tuple
+        matrix_frame(["x", "y"], np.float32),
+        Frame({"x": np.zeros(1), "y": np.zeros(1)}),  # columns, not a matrix
+        Frame.of_blocks((Block(shared, np.ones((2, 2))),)),
+        matrix_frame(["y", "x"]),
+    ]
+
+    assert _by_layout(frames) == [[0, 1, 4], [2], [3], [5]]

@@ -198,3 +198,16 @@ class TestARequestSharedByItsEvents:
     def test_the_request_is_encoded_once(self) -> None:
         shared = SharedRequest(make_frame(x=[1.0, 2.0]))
         assert shared.fragment() is shared.fragment()
+
+
+@pytest.mark.parametrize(
+    ("values", "written"),
+    [([1.5, 2.0], [1.5, 2.0]), ([1.5, math.nan, 2.0], [1.5, None, 2.0]), ([math.nan], [None])],
+)
+def test_a_missing_prediction_is_written_as_null(
+    values: list[float], written: list[float | None]
+) -> None:
+    request = make_frame(x=[1.0] * len(values))
+    event = replace(event_of(request, None, None), prediction=Frame({"y": np.array(values)}))
+    assert event_record(event)["prediction"] == {"y": written}
+    assert orjson.loads(encode_record(event))["prediction"] == {"y": written}
