@@ -20,12 +20,12 @@ record with the key of each row of the request (`rowKeys`, built once per event 
 The CPU time the thread spends on shadow requests' events is counted
 (`shadow_cpu_seconds`): the scheduler's shadow budget charges it to shadow work.
 
-`emit` holds a lock for O(1) (an append to a bounded buffer; `emit_many` once for all its
-events) and signals the thread only
-when it is parked, not once per event. A full buffer (the thread cannot keep up), a closed
-emitter or an event without a JSON form drops the event: it is counted in the emitter's
-`stats()` and, through `count_dropped`, in the counters of every sink that takes encoded
-events, so each sink's `emitted` still counts every event meant for it.
+`emit` holds a lock for O(1) (an append to a bounded buffer; `emit_many` holds it once for
+all its events) and signals the thread only when it is parked, not once per event. A full
+buffer (the thread cannot keep up), a closed emitter or an event without a JSON form drops
+the event: it is counted in the emitter's `stats()` and, through `count_dropped`, in the
+counters of every sink that takes encoded events, so each sink's `emitted` still counts
+every event meant for it.
 
 `close` lets the thread drain the buffer for at most `timeout_s`, counts what is left as
 dropped, then closes the sinks (each flushes within its own bound). Events emitted before
