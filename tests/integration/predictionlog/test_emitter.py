@@ -183,13 +183,21 @@ class TestEncodedOnce:
 
 
 class TestNeverBlocking:
-    async def test_emit_does_not_wait_for_a_stuck_sink_and_counts_what_it_drops(
-        self, tmp_path: Path, emitter_factory: EmitterFactory
-    ) -> None:
+    @staticmethod
+    async def _hung(
+        tmp_path: Path, emitter_factory: EmitterFactory
+    ) -> tuple[StuckSink, FileSink, PredictionEmitter]:
+        """An emitter (buffer of 5) whose thread hangs in a stuck sink, delivering event 0."""
         stuck, files = StuckSink(), FileSink(tmp_path / "predictions")
         emitter = await emitter_factory([stuck, files], buffer_size=5)
         emitter.emit(make_event(0))
-        assert await asyncio.to_thread(stuck.entered.wait, 10)  # the emitter's thread hangs
+        assert await asyncio.to_thread(stuck.entered.wait, 10)
+        return stuck, files, emitter
+
+    async def test_emit_does_not_wait_for_a_stuck_sink_and_counts_what_it_drops(
+        self, tmp_path: Path, emitter_factory: EmitterFactory
+    ) -> None:
+        stuck, files, emitter = await self._hung(tmp_path, emitter_factory)
 
         assert in_thread(lambda: [emitter.emit(make_event(i)) for i in range(1, 21)])
 
@@ -205,10 +213,7 @@ class TestNeverBlocking:
     async def test_many_events_at_once_fill_the_buffer_and_what_does_not_fit_is_dropped(
         self, tmp_path: Path, emitter_factory: EmitterFactory
     ) -> None:
-        stuck, files = StuckSink(), FileSink(tmp_path / "predictions")
-        emitter = await emitter_factory([stuck, files], buffer_size=5)
-        emitter.emit(make_event(0))
-        assert await asyncio.to_thread(stuck.entered.wait, 10)  # the emitter's thread hangs
+        stuck, _, emitter = await self._hung(tmp_path, emitter_factory)
 
         emitter.emit_many([make_event(i) for i in range(1, 4)])
         emitter.emit_many([make_event(i) for i in range(4, 8)])  # room for 2 of 4
