@@ -25,6 +25,7 @@ import base64
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,10 @@ from forestflow.domain.settings import LoggingSettings
 
 SCHEMA_VERSION = 1
 """Version of the record layout written by `event_record`."""
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_NUMBERS = "iubf"
+"""Kinds of numpy columns whose `tolist()` is their JSON as it is (NaN: null, by orjson)."""
 
 
 @dataclass(slots=True)  # not frozen: see the module doc
@@ -73,7 +78,7 @@ class SharedRequest:
     def fragment(self) -> orjson.Fragment:
         """The encoded JSON, for `orjson.dumps` to copy into a record as it is."""
         if self._fragment is None:
-            encoded = orjson.dumps(_request_json(self.frame), option=orjson.OPT_SERIALIZE_NUMPY)
+            encoded = orjson.dumps(_request_json(self.frame, _encodable_columns), option=_NUMPY)
             self._fragment = orjson.Fragment(encoded)
         return self._fragment
 
@@ -165,8 +170,12 @@ class EncodedEvent:
 def encode_record(event: PredictionEvent) -> bytes:
     """`event_record(event)` as compact UTF-8 JSON; raises if a value has no JSON form."""
     shared = event.shared_request
-    request = _request_json(event.request) if shared is None else shared.fragment()
-    return orjson.dumps(_record(event, request), option=orjson.OPT_SERIALIZE_NUMPY)
+    if shared is None:
+        request: Any = _request_json(event.request, _encodable_columns)
+    else:
+        request = shared.fragment()
+    record = _record(event, request, _encodable_columns(event.prediction))
+    return orjson.dumps(record, option=_NUMPY)
 
 
 def encode_event(event: PredictionEvent) -> EncodedEvent:
@@ -204,14 +213,16 @@ def _key_part(value: Any) -> str:
 
 def event_record(event: PredictionEvent) -> dict[str, Any]:
     """The event as JSON-ready data in schema `SCHEMA_VERSION` (columnar features/prediction)."""
-    return _record(event, _request_json(event.request))
+    return _record(event, _request_json(event.request, _columns), _columns(event.prediction))
 
 
-def _request_json(request: Frame) -> dict[str, Any]:
-    return {"features": _columns(request), "configs": dict(request.configs)}
+def _request_json(
+    request: Frame, columns: Callable[[Frame], dict[str, list[Any]]]
+) -> dict[str, Any]:
+    return {"features": columns(request), "configs": dict(request.configs)}
 
 
-def _record(event: PredictionEvent, request: Any) -> dict[str, Any]:
+def _record(event: PredictionEvent, request: Any, prediction: Any) -> dict[str, Any]:
     return {
         "schemaVersion": SCHEMA_VERSION,
         "fqrv": _fqrv_json(event.fqrv),
@@ -221,7 +232,7 @@ def _record(event: PredictionEvent, request: Any) -> dict[str, Any]:
         "key": event.key,
         "rowKeys": event_row_keys(event),
         "request": request,
-        "prediction": _columns(event.prediction),
+        "prediction": prediction,
     }
 
 
@@ -239,6 +250,26 @@ def _columns(frame: Frame) -> dict[str, list[Any]]:
             columns.update(zip(block.names, _block_values(block.matrix), strict=True))
         return columns
     return {name: _values(column) for name, column in frame.columns.items()}
+
+
+def _encodable_columns(frame: Frame) -> dict[str, list[Any]]:
+    """`_columns(frame)` for `orjson.dumps`, which writes a NaN as null by itself: number
+    columns are taken as they are, without looking for NaN in them."""
+    if frame.in_blocks:
+        blocks = frame.blocks
+        if len(blocks) == 1 and blocks[0].matrix.dtype.kind in _NUMBERS:  # most requests
+            return dict(zip(blocks[0].names, blocks[0].matrix.T.tolist(), strict=True))
+        columns: dict[str, list[Any]] = {}
+        for block in blocks:
+            matrix = block.matrix
+            values = matrix.T.tolist() if matrix.dtype.kind in _NUMBERS else _block_values(matrix)
+            columns.update(zip(block.names, values, strict=True))
+        return columns
+    columns = {}
+    for name, column in frame.columns.items():
+        array = np.asarray(column)
+        columns[name] = array.tolist() if array.dtype.kind in _NUMBERS else _values(array)
+    return columns
 
 
 def _block_values(matrix: Column) -> list[list[Any]]:

@@ -175,6 +175,28 @@ class TestFeaturesHeldInMatrices:
             for v in values
         )
 
+    @pytest.mark.parametrize(
+        "matrix",
+        [
+            np.array([[1.5, math.inf], [math.nan, -math.inf]]),
+            np.array([[1.5, math.nan], [math.nan, -4.0]], dtype=np.float32),
+            np.array([[1, 2], [3, 4]], dtype=np.int32),
+            np.array([[True, False], [False, True]]),
+            np.array([["a", None], [b"\x00", "c"]], dtype=object),
+        ],
+    )
+    def test_are_encoded_byte_for_byte_as_the_record_reads(self, matrix: np.ndarray) -> None:
+        # the encoder leaves NaN and infinities to orjson (null), where the record has None
+        one_block = Frame.of_blocks((Block(("x", "y"), matrix),))
+        two_blocks = Frame.of_blocks((Block(("x",), matrix[:, :1]), Block(("y",), matrix[:, 1:])))
+        columns = Frame({"x": matrix[:, 0].copy(), "y": matrix[:, 1].copy()})
+        for request in (one_block, two_blocks, columns):
+            event = replace(event_of(request, None, None), prediction=Frame({"p": matrix[:, 0]}))
+            expected = orjson.dumps(event_record(event), option=orjson.OPT_SERIALIZE_NUMPY)
+            assert encode_record(event) == expected
+            shared = replace(event, shared_request=SharedRequest(request))
+            assert encode_record(shared) == expected
+
 
 class TestARequestSharedByItsEvents:
     """The served event and each shadow's carry one `SharedRequest`: the request's part of
