@@ -25,7 +25,6 @@ import base64
 import functools
 import itertools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +40,6 @@ SCHEMA_VERSION = 1
 """Version of the record layout written by `event_record`."""
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-_NUMBERS = "iubf"
-"""Kinds of numpy columns whose `tolist()` is their JSON as it is (NaN: null, by orjson)."""
 
 
 @dataclass(slots=True)  # not frozen: see the module doc
@@ -78,7 +75,7 @@ class SharedRequest:
     def fragment(self) -> orjson.Fragment:
         """The encoded JSON, for `orjson.dumps` to copy into a record as it is."""
         if self._fragment is None:
-            encoded = orjson.dumps(_request_json(self.frame, _encodable_columns), option=_NUMPY)
+            encoded = orjson.dumps(_request_json(self.frame, nan_as_none=False), option=_NUMPY)
             self._fragment = orjson.Fragment(encoded)
         return self._fragment
 
@@ -171,10 +168,10 @@ def encode_record(event: PredictionEvent) -> bytes:
     """`event_record(event)` as compact UTF-8 JSON; raises if a value has no JSON form."""
     shared = event.shared_request
     if shared is None:
-        request: Any = _request_json(event.request, _encodable_columns)
+        request: Any = _request_json(event.request, nan_as_none=False)
     else:
         request = shared.fragment()
-    record = _record(event, request, _encodable_columns(event.prediction))
+    record = _record(event, request, _columns(event.prediction, nan_as_none=False))
     return orjson.dumps(record, option=_NUMPY)
 
 
@@ -213,13 +210,12 @@ def _key_part(value: Any) -> str:
 
 def event_record(event: PredictionEvent) -> dict[str, Any]:
     """The event as JSON-ready data in schema `SCHEMA_VERSION` (columnar features/prediction)."""
-    return _record(event, _request_json(event.request, _columns), _columns(event.prediction))
+    return _record(event, _request_json(event.request), _columns(event.prediction))
 
 
-def _request_json(
-    request: Frame, columns: Callable[[Frame], dict[str, list[Any]]]
-) -> dict[str, Any]:
-    return {"features": columns(request), "configs": dict(request.configs)}
+def _request_json(request: Frame, *, nan_as_none: bool = True) -> dict[str, Any]:
+    features = _columns(request, nan_as_none=nan_as_none)
+    return {"features": features, "configs": dict(request.configs)}
 
 
 def _record(event: PredictionEvent, request: Any, prediction: Any) -> dict[str, Any]:
@@ -243,47 +239,33 @@ def _fqrv_json(fqrv: FQRV) -> dict[str, Any]:
     return encoded
 
 
-def _columns(frame: Frame) -> dict[str, list[Any]]:
+def _columns(frame: Frame, *, nan_as_none: bool = True) -> dict[str, list[Any]]:
+    """Each column of `frame` as a list of JSON-ready values. `nan_as_none=False` is for
+    `orjson.dumps`, which writes NaN (and infinities) as null by itself: float columns are
+    then taken as they are, without a look for NaN."""
     if frame.in_blocks:  # every column in a matrix: a list per block
         columns: dict[str, list[Any]] = {}
         for block in frame.blocks:
-            columns.update(zip(block.names, _block_values(block.matrix), strict=True))
-        return columns
-    return {name: _values(column) for name, column in frame.columns.items()}
-
-
-def _encodable_columns(frame: Frame) -> dict[str, list[Any]]:
-    """`_columns(frame)` for `orjson.dumps`, which writes a NaN as null by itself: number
-    columns are taken as they are, without looking for NaN in them."""
-    if frame.in_blocks:
-        blocks = frame.blocks
-        if len(blocks) == 1 and blocks[0].matrix.dtype.kind in _NUMBERS:  # most requests
-            return dict(zip(blocks[0].names, blocks[0].matrix.T.tolist(), strict=True))
-        columns: dict[str, list[Any]] = {}
-        for block in blocks:
-            matrix = block.matrix
-            values = matrix.T.tolist() if matrix.dtype.kind in _NUMBERS else _block_values(matrix)
+            values = _block_values(block.matrix, nan_as_none)
             columns.update(zip(block.names, values, strict=True))
         return columns
-    columns = {}
-    for name, column in frame.columns.items():
-        array = np.asarray(column)
-        columns[name] = array.tolist() if array.dtype.kind in _NUMBERS else _values(array)
-    return columns
+    return {name: _values(column, nan_as_none) for name, column in frame.columns.items()}
 
 
-def _block_values(matrix: Column) -> list[list[Any]]:
+def _block_values(matrix: Column, nan_as_none: bool) -> list[list[Any]]:
     """A matrix's columns as lists, in one conversion where no cell needs a look."""
     kind = matrix.dtype.kind
-    if kind in "iub" or (kind == "f" and not np.isnan(matrix).any()):
+    if kind in "iub" or (kind == "f" and not (nan_as_none and np.isnan(matrix).any())):
         return matrix.T.tolist()  # type: ignore[no-any-return]
-    return [_values(matrix[:, j]) for j in range(matrix.shape[1])]
+    return [_values(matrix[:, j], nan_as_none) for j in range(matrix.shape[1])]
 
 
-def _values(column: Column) -> list[Any]:
+def _values(column: Column, nan_as_none: bool) -> list[Any]:
     array = np.asarray(column)
     if array.dtype.kind == "f":
         values: list[Any] = array.tolist()
+        if not nan_as_none:
+            return values
         for value in values:  # most columns have no NaN: looked for without a new list
             if math.isnan(value):
                 return [None if math.isnan(v) else v for v in values]
