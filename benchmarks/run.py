@@ -65,15 +65,34 @@ def pair_specs(model: ReferenceModel) -> list[tuple[str, ServerSpec, ServerSpec,
         )
     ]
     if model.name == "GB":
-        line.insert(
-            0,
+        line[:0] = [
+            # the targets against the bare handlers, apart from the table: its rows of one
+            # server are minutes apart, more than the machine holds its speed
+            (
+                "ForestFlow sklearn, log FULL vs bare uvicorn + sklearn",
+                servers.bare_sklearn(model),
+                forestflow(model, "sklearn", "FULL"),
+                False,
+            ),
+            (
+                "ForestFlow onnx, log NONE vs bare Starlette + ONNX Runtime",
+                servers.bare_onnx(model),
+                forestflow(model, "onnx", "NONE"),
+                False,
+            ),
+            (
+                "ForestFlow onnx, log FULL vs bare Starlette + ONNX Runtime",
+                servers.bare_onnx(model),
+                forestflow(model, "onnx", "FULL"),
+                False,
+            ),
             (
                 "two FULL shadows vs none (sklearn, FULL)",
                 forestflow(model, "sklearn", "FULL"),
                 forestflow(model, "sklearn", "FULL", shadows=2),
                 False,
             ),
-        )
+        ]
     return line
 
 
