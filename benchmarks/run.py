@@ -66,8 +66,9 @@ def pair_specs(model: ReferenceModel) -> list[tuple[str, ServerSpec, ServerSpec,
     ]
     if model.name == "GB":
         line[:0] = [
-            # the targets against the bare handlers, apart from the table: its rows of one
-            # server are minutes apart, more than the machine holds its speed
+            # the targets against the bare handlers, apart from the table: there a
+            # ForestFlow row comes minutes after the bare handler's, longer than the
+            # machine holds its speed
             (
                 "ForestFlow sklearn, log FULL vs bare uvicorn + sklearn",
                 servers.bare_sklearn(model),
