@@ -69,24 +69,9 @@ def pair_specs(model: ReferenceModel) -> list[tuple[str, ServerSpec, ServerSpec,
             # the targets against the bare handlers, apart from the table: there a
             # ForestFlow row comes minutes after the bare handler's, longer than the
             # machine holds its speed
-            (
-                "ForestFlow sklearn, log FULL vs bare uvicorn + sklearn",
-                servers.bare_sklearn(model),
-                forestflow(model, "sklearn", "FULL"),
-                False,
-            ),
-            (
-                "ForestFlow onnx, log NONE vs bare Starlette + ONNX Runtime",
-                servers.bare_onnx(model),
-                forestflow(model, "onnx", "NONE"),
-                False,
-            ),
-            (
-                "ForestFlow onnx, log FULL vs bare Starlette + ONNX Runtime",
-                servers.bare_onnx(model),
-                forestflow(model, "onnx", "FULL"),
-                False,
-            ),
+            _against(servers.bare_sklearn(model), forestflow(model, "sklearn", "FULL")),
+            _against(servers.bare_onnx(model), forestflow(model, "onnx", "NONE")),
+            _against(servers.bare_onnx(model), forestflow(model, "onnx", "FULL")),
             (
                 "two FULL shadows vs none (sklearn, FULL)",
                 forestflow(model, "sklearn", "FULL"),
@@ -95,6 +80,13 @@ def pair_specs(model: ReferenceModel) -> list[tuple[str, ServerSpec, ServerSpec,
             ),
         ]
     return line
+
+
+def _against(
+    reference: ServerSpec, variant: ServerSpec
+) -> tuple[str, ServerSpec, ServerSpec, bool]:
+    """A pair of two servers, named after their rows in the table."""
+    return f"{variant.label} vs {reference.label}", reference, variant, False
 
 
 def ensure_wrk() -> None:
